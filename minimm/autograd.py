@@ -144,10 +144,11 @@ def tensor(data, dtype=None, requires_grad=False, device="cpu"):
 
 
 def as_tensor(x, like=None):
-    """``x`` as a Tensor; a Python number takes the dtype of ``like`` so float32 stays float32."""
+    """``x`` as a Tensor; a Python or NumPy scalar takes the dtype of ``like`` so float32 stays
+    float32 (under NumPy 2 a float64 scalar such as ``np.float64(1)`` would otherwise promote)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and not hasattr(x, "dtype"):
+    if like is not None and (not hasattr(x, "dtype") or isinstance(x, np.generic)):
         xp = backend.get_array_module(like)
         dtype = like.dtype if xp.issubdtype(like.dtype, xp.inexact) else None
         return Tensor(xp.asarray(x, dtype=dtype))
@@ -192,6 +193,21 @@ class Function:
         return type(self).__name__
 
 
+class _Cast(Function):
+    """y = x in another dtype; the gradient is cast back. Keeps a float32 leaf's gradient
+    float32 when a float64 operand promoted the forward pass."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.in_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return _Cast(self.in_dtype)(gy)
+
+
 def _topological_order(roots):
     """Functions reachable from ``roots``, each after every Function that consumes its outputs.
 
@@ -223,6 +239,8 @@ def _run_backward(roots, root_grads, create_graph, wanted=None):
         if g.shape != t.shape:
             raise RuntimeError(f"backward: gradient of shape {g.shape} for a tensor of shape "
                                f"{t.shape} (a Function returned a wrongly shaped gradient)")
+        if g.dtype != t.dtype and t.dtype.kind == "f":
+            g = _Cast(t.dtype)(g)
         key = id(t)
         keep[key] = t
         grads[key] = g if key not in grads else grads[key] + g

@@ -114,9 +114,13 @@ class LogSumExp(Function):
 
     def backward(self, gy):
         x, = self.inputs
-        y, = self.outputs()
         shape = _keepdims_shape(x.shape, self.axes)
-        return broadcast_to(reshape(gy, shape), x.shape) * exp(x - reshape(y, shape))
+        # softmax(x) = e^{x − m} / Σ e^{x − m} rather than e^{x − y}: at 3e38, y = m + log Σ
+        # rounds to m in float32 and e^{x − y} would give 1 to every tied maximum
+        with _quiet(backend.get_array_module(x)):
+            e = exp(x - Tensor(x.data.max(axis=self.axes, keepdims=True)))
+        softmax_x = e / sum(e, axis=self.axes, keepdims=True)
+        return broadcast_to(reshape(gy, shape), x.shape) * softmax_x
 
 
 def softmax(x, axis=-1):

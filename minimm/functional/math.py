@@ -277,7 +277,8 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
                              f"({k_a} columns vs {k_b} rows)")
         if a.ndim > 2 or b.ndim > 2:
-            _check_broadcast("matmul (batch dimensions)", a.shape[:-2], b.shape[:-2])
+            _check_broadcast(f"matmul of {a.shape} and {b.shape} (batch dimensions)",
+                             a.shape[:-2], b.shape[:-2])
         return backend.get_array_module(a, b).matmul(a, b)
 
     def backward(self, gy):

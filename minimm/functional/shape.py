@@ -84,7 +84,8 @@ class BroadcastTo(Function):
 
     def forward(self, x):
         self.in_shape = x.shape
-        _check_broadcast("broadcast_to", x.shape, self.shape)
+        if _check_broadcast("broadcast_to", x.shape, self.shape) != self.shape:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {self.shape}")
         xp = backend.get_array_module(x)
         return xp.broadcast_to(x, self.shape)
 
@@ -139,7 +140,9 @@ class GetItem(Function):
         if self.advanced:
             xp = backend.get_array_module(x)
             items = self.index if isinstance(self.index, tuple) else (self.index,)
-            items = tuple(xp.asarray(i) if isinstance(i, list) else i for i in items)
+            # host (NumPy) index arrays move to x's device too, for CuPy's scatter_add
+            items = tuple(xp.asarray(i) if isinstance(i, list) or hasattr(i, "shape") else i
+                          for i in items)
             self.index = items if isinstance(self.index, tuple) else items[0]
         return x[self.index]
 
@@ -176,6 +179,9 @@ class Concat(Function):
 
     def forward(self, *xs):
         ref = xs[0]
+        if not -ref.ndim <= self.axis < ref.ndim:  # % below would silently wrap it
+            raise ValueError(f"concat: axis {self.axis} is out of range for tensors of shape "
+                             f"{ref.shape}")
         axis = self.axis % ref.ndim
         for i, x in enumerate(xs):
             if x.ndim != ref.ndim or any(a != b for d, (a, b) in enumerate(zip(x.shape, ref.shape))
@@ -199,6 +205,8 @@ def concat(tensors, axis=0):
 
 def expand_dims(x, axis):
     x = as_tensor(x)
+    if not -(x.ndim + 1) <= axis <= x.ndim:
+        raise ValueError(f"expand_dims: axis {axis} is out of range for shape {x.shape}")
     shape = list(x.shape)
     shape.insert(axis % (x.ndim + 1), 1)
     return reshape(x, shape)

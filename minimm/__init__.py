@@ -8,5 +8,6 @@ from .autograd import Function, Tensor, as_tensor, enable_grad, grad, is_grad_en
 from .backend import get_array_module, gpu_available, to_numpy
 from .functional import concat, split, stack, where
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .serialization import load, save
 
 __version__ = "0.1.0"

@@ -5,7 +5,14 @@ Importing this package also gives :class:`~minimm.autograd.Tensor` its operators
 """
 from ..autograd import Tensor
 from .activations import log_softmax, logsumexp, relu, sigmoid, softmax, tanh
+from .conv import avg_pool2d, col2im, conv2d, conv2d_simple, im2col, max_pool2d
+from .attention import causal_mask, masked_softmax, scaled_dot_product_attention
 from .losses import cross_entropy, cross_entropy_simple
+from .nn_ops import (default_generator, dropout, embedding, erf, gelu, linear,
+                     manual_seed)
+from .normalization import batch_norm, layer_norm
+from .recurrent import lstm, lstm_cell, lstm_cell_simple, lstm_simple
+from .regularization import l1_penalty, l2_penalty, multitask_loss, regularized_parameters
 from .math import (abs_, add, clip, div, equal, exp, greater, greater_equal, less, less_equal,
                    log, matmul, max, maximum, mean, min, minimum, mul, neg, not_equal, pow, sqrt,
                    sub, sum, where)

@@ -131,14 +131,15 @@ class Module:
                     raise ValueError(f"load_state_dict: parameter {key!r} has shape {p.shape} "
                                      f"in the model but {value.shape} in the state dict")
                 xp = backend.get_array_module(p.data)
-                p.data = xp.asarray(value, dtype=p.dtype)
+                # a copy, as torch's copy_: in-place optimiser steps must not write into `state`
+                p.data = xp.array(value, dtype=p.dtype)
             elif key in buffers:
                 m, name = buffers[key]
                 old = getattr(m, name)
                 if value.shape != old.shape:
                     raise ValueError(f"load_state_dict: buffer {key!r} has shape {old.shape} "
                                      f"in the model but {value.shape} in the state dict")
-                object.__setattr__(m, name, backend.get_array_module(old).asarray(
+                object.__setattr__(m, name, backend.get_array_module(old).array(
                     value, dtype=old.dtype))
         return self
 

@@ -4,7 +4,8 @@
 
 Layers (Keras 'valid' padding, as the article): 3→32 on 32×32, 32→64 on 15×15, 64→128 on 6×6,
 3×3 kernels, float32. The first layer's input needs no gradient (images), the others do.
-Both libraries run in one process, interleaved, so machine noise hits both alike; medians.
+Both libraries run in one process, interleaved, so machine noise hits both alike; medians
+and fastest runs.
 ``--profile`` also times minimm's phases (im2col, matmuls, col2im) with raw array calls.
 """
 import argparse
@@ -129,8 +130,9 @@ def main(argv=None):
     print(f"batch {N}, float32, 3x3 kernels, padding 0, threads {threads}; "
           f"medians of {args.repeats} runs (ms)")
     header = f"{'layer':22s} {'phase':9s} {'minimm':>8s}"
-    print(header + (f" {'torch':>8s} {'ratio':>6s}" if torch else ""))
-    totals = {"mm": 0.0, "torch": 0.0}
+    print(header + (f" {'torch':>8s} {'ratio':>6s} | best: {'minimm':>7s} {'torch':>7s} "
+                    f"{'ratio':>6s}" if torch else ""))
+    totals = {"mm": 0.0, "torch": 0.0, "mm best": 0.0, "torch best": 0.0}
     for name, C_in, C_out, H, x_grad in LAYERS:
         xa = rng.standard_normal((N, C_in, H, H)).astype(np.float32)
         Wa = (rng.standard_normal((C_out, C_in, 3, 3)) * 0.1).astype(np.float32)
@@ -150,24 +152,38 @@ def main(argv=None):
                 times["mm"].append(m)
                 if torch:
                     times["torch"].append(t)
-        med = {k: np.median(np.array(v), axis=0) for k, v in times.items() if v}
-        for i, phase in enumerate(["forward", "backward"]):
-            line = f"{name:22s} {phase:9s} {med['mm'][i]:8.2f}"
+        arrays = {k: np.array(v) for k, v in times.items() if v}
+        med = {k: np.median(a, axis=0) for k, a in arrays.items()}
+        best = {k: a.min(axis=0) for k, a in arrays.items()}     # least disturbed run
+        step_best = {k: a.sum(axis=1).min() for k, a in arrays.items()}
+        rows = [("forward", med["mm"][0], best["mm"][0], 0), ("backward", med["mm"][1],
+                                                               best["mm"][1], 1)]
+        for phase, m_med, m_best, i in rows:
+            line = f"{name:22s} {phase:9s} {m_med:8.2f}"
             if torch:
-                line += f" {med['torch'][i]:8.2f} {med['mm'][i] / med['torch'][i]:6.2f}"
+                line += (f" {med['torch'][i]:8.2f} {m_med / med['torch'][i]:6.2f} | "
+                         f"{m_best:13.2f} {best['torch'][i]:7.2f} "
+                         f"{m_best / best['torch'][i]:6.2f}")
             print(line)
         totals["mm"] += med["mm"].sum()
+        totals["mm best"] += step_best["mm"]
         if torch:
             totals["torch"] += med["torch"].sum()
+            totals["torch best"] += step_best["torch"]
             print(f"{name:22s} {'total':9s} {med['mm'].sum():8.2f} {med['torch'].sum():8.2f} "
-                  f"{med['mm'].sum() / med['torch'].sum():6.2f}")
+                  f"{med['mm'].sum() / med['torch'].sum():6.2f} | {step_best['mm']:13.2f} "
+                  f"{step_best['torch']:7.2f} {step_best['mm'] / step_best['torch']:6.2f}")
         if args.profile:
             for phase, ms in profile(xa, Wa).items():
-                print(f"{'':22s}   {phase:24s} {ms:7.2f}")
+                print(f"{'':22s}   {phase:30s} {ms:7.2f}")
     line = f"{'all three':22s} {'fwd+bwd':9s} {totals['mm']:8.2f}"
     if torch:
-        line += f" {totals['torch']:8.2f} {totals['mm'] / totals['torch']:6.2f}"
+        line += (f" {totals['torch']:8.2f} {totals['mm'] / totals['torch']:6.2f} | "
+                 f"{totals['mm best']:13.2f} {totals['torch best']:7.2f} "
+                 f"{totals['mm best'] / totals['torch best']:6.2f}")
     print(line)
+    print("(ratio = minimm / torch; 'best' = fastest run, the least disturbed on a shared "
+          "machine; profile phases are fastest runs too)")
 
 
 if __name__ == "__main__":

@@ -248,7 +248,8 @@ $$ y[n, c, i', j'] = \max_{0 \le i < k,\; 0 \le j < k} x[n, c,\; s\,i' + i,\; s\
 
 Windows that would run past the edge are dropped ("floor" mode), so 13×13 pools to 6×6.
 When the windows tile the input, minimm reshapes $(N, C, H, W)$ to
-$(N, C, H/k, k, W/k, k)$ and takes the max over the two $k$ axes — no copies at all.
+$(N, C, H/k, k, W/k, k)$ and takes the max over the two $k$ axes — no columns to build.
+Overlapping windows ($s < k$) go through im2col instead.
 
 **The gradient** of a max is 1 for the element that attains it and 0 elsewhere: each
 window passes its upstream gradient to its winner. With **ties** (after a ReLU, whole windows

@@ -52,11 +52,13 @@ class MaskedSoftmax(Function):
             m = _row_max(x)                                    # the row maximum, for stability
             if self.allowed is not None:
                 m = xp.where(xp.isfinite(m), m, x.dtype.type(0))   # a fully masked row has none
-            e = xp.exp(x - m)
+            e = x - m
+            xp.exp(e, out=e)                                   # in place: one array, not two
         s = e.sum(axis=-1, keepdims=True)
         if self.allowed is not None:
             s = xp.where(s > 0, s, s.dtype.type(1))            # fully masked row: 0 / 1 = 0
-        return e / s
+        e /= s
+        return e
 
     def backward(self, gy):
         y, = self.outputs()

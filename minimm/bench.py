@@ -344,6 +344,10 @@ def _header(device, peak, torch_version, repeats):
     else:
         info += "PyTorch not compared"
     info += f"\nfloat32 matmul rate: {peak:.1f} GFLOP/s\n"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.5 * (os.cpu_count() or 1):   # others compete for the cores: ratios suffer less
+        info += (f"note: load average {load:.1f} on {os.cpu_count()} CPUs: other work is "
+                 f"running, timings are noisy\n")
     cols = (f"{'model':<8}{'batch':>6}{'minimm ms':>11}{'samples/s':>11}{'GFLOP/s':>9}"
             f"{'% mm':>6}{'torch ms':>10}{'torch s/s':>11}{'ratio':>7}{'|Δloss|':>9}")
     return info + cols + "\n" + "-" * len(cols)

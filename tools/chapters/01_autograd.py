@@ -5,22 +5,10 @@
 
 The notebook is the source of truth only through this script: edit here, regenerate.
 """
-from pathlib import Path
+from _notebook import Chapter
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-OUT = Path(__file__).resolve().parents[2] / "chapters" / "01_autograd.ipynb"
-
-cells = []
-
-
-def md(text):
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text):
-    cells.append(new_code_cell(text.strip("\n")))
+nb = Chapter("01_autograd")
+md, code = nb.md, nb.code
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,13 +664,5 @@ assert tanh2_error < 1e-12 and hvp_error < 1e-10
 print("chapter 1: all checks passed")
 """)
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-
 if __name__ == "__main__":
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.validate(nb)
-    nbformat.write(nb, str(OUT))
-    print("wrote", OUT)
+    nb.write()

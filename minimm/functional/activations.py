@@ -33,7 +33,9 @@ class Sigmoid(Function):
     """y = 1 / (1 + e⁻ˣ) = ½ tanh(x/2) + ½ (no overflow);  ∂y/∂x = y (1 − y)."""
 
     def forward(self, x):
-        return backend.get_array_module(x).tanh(x * 0.5) * 0.5 + 0.5
+        y = backend.get_array_module(x).tanh(x * 0.5) * 0.5 + 0.5
+        # NumPy 1.x: a 0-d float32 times a Python float is float64, so cast back
+        return y.astype(x.dtype, copy=False) if x.dtype.kind == "f" else y
 
     def backward(self, gy):
         y, = self.outputs()

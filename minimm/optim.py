@@ -244,7 +244,7 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0):
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for p in params:
-            p.grad = Tensor(p.grad.data * coef)
+            p.grad = Tensor(p.grad.data * p.grad.dtype.type(coef))  # NumPy 1.x: keep 0-d float32
     return total
 
 

@@ -435,3 +435,23 @@ def test_to(device):
     np.testing.assert_array_equal(y.data, [1.0, 2.0])
     with pytest.raises(ValueError, match=r"unknown device 'tpu': expected 'cpu' or 'cuda'"):
         x.to("tpu")
+
+
+# Under NumPy 1.x a 0-d float32 array meeting a Python float gives float64 (value-based
+# casting does not apply to 0-d arrays), so elementwise forwards are checked on 0-d inputs too.
+UNARY_0D = {
+    "exp": F.exp, "log": F.log, "sqrt": F.sqrt, "tanh": F.tanh, "sigmoid": F.sigmoid,
+    "relu": F.relu, "abs": abs, "gelu": F.gelu, "gelu_tanh": lambda a: F.gelu(a, "tanh"),
+    "pow": lambda a: a ** 1.5, "rpow": lambda a: 2.0 ** a, "scale": lambda a: a * 0.5 + 1.0,
+    "clip": lambda a: F.clip(a, 0.0, 1.0), "softmax_1": lambda a: F.softmax(F.reshape(a, (1,))),
+}
+
+
+@pytest.mark.parametrize("name", list(UNARY_0D))
+def test_float32_stays_float32_on_0d(device, name, casts):
+    x = mm.tensor(np.float32(0.75), requires_grad=True, device=device)
+    y = UNARY_0D[name](x)
+    assert y.dtype == np.float32, f"{name}: forward gave {y.dtype}"
+    y.sum().backward()
+    assert x.grad.dtype == np.float32 and x.grad.shape == ()
+    assert not casts, f"{name}: a backward produced a non-float32 gradient"

@@ -167,7 +167,8 @@ class GELU(Function):
     """
 
     def forward(self, x):
-        return x * (0.5 * (1.0 + erf_array(x / x.dtype.type(_SQRT2))))
+        y = x * (0.5 * (1.0 + erf_array(x / x.dtype.type(_SQRT2))))
+        return y.astype(x.dtype, copy=False)  # NumPy 1.x: 0-d float32 · Python float -> float64
 
     def backward(self, gy):
         x, = self.inputs

@@ -2,6 +2,8 @@
 
     python -m minimm demo                      # train a tiny classifier in seconds, no download
     python -m minimm bench [--batch-sizes 32,128] [--repeats N] [--no-torch] [--only image,text]
+    python -m minimm train --data cifar-10-binary.tar.gz --model multimodal --out runs/mm
+    python -m minimm evaluate --checkpoint runs/mm/model.npz --data cifar-10-binary.tar.gz
 
 Each command is a ``add_<name>_parser(subparsers)`` function that registers its options and
 its handler (``set_defaults(func=...)``), so adding one is adding one function.
@@ -115,6 +117,286 @@ def add_bench_parser(subparsers):
     p.set_defaults(func=main)
 
 
+# -- train / evaluate (the article's §4.3 / §5.2 case study) -----------------------------------
+QUICK_TRAIN, QUICK_TEST = 2000, 500
+NO_DATA_HELP = ("no CIFAR-10 data given: pass --data PATH (the official cifar-10-binary.tar.gz "
+                "or its extracted cifar-10-batches-bin folder), or --download to fetch it once "
+                "from {url} into the cache {cache} (MD5-verified; later runs with --download "
+                "reuse the cache). Offline, copy the archive from a machine that has it.")
+
+
+def _load_cifar10(args):
+    """((x_train, y_train), (x_test, y_test)) from --data, or the cache with --download."""
+    from .data import cifar10
+    if args.data is None and not args.download:
+        raise SystemExit(_fail(NO_DATA_HELP.format(url=cifar10.URL, cache=cifar10.cache_dir())))
+    try:
+        if args.data is not None:
+            return cifar10.load_cifar10(path=args.data)
+        return cifar10.load_cifar10(download=True)
+    except (OSError, ValueError) as e:
+        raise SystemExit(_fail(f"cannot load CIFAR-10: {e}"))
+
+
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _test_metrics(result, config):
+    """metrics.json's numbers from an :func:`minimm.train.evaluate` result."""
+    import numpy as np
+
+    from . import metrics
+    from .data import cifar10
+    y = result["labels"]
+    summary = metrics.classification_summary(y, result["probabilities"], config["num_classes"])
+    animal = cifar10.superclass(np.arange(config["num_classes"])) == 1
+    superlabels = cifar10.superclass(y)
+    if "super_probabilities" in result:           # the second head's own answer
+        super_pred = result["super_predictions"]
+        super_score = result["super_probabilities"][:, 1]
+    else:                                         # the class head's, mapped to its superclass
+        super_pred = animal[result["predictions"]].astype(np.int64)
+        super_score = result["probabilities"][:, animal].sum(axis=1)
+    super_accuracy = metrics.accuracy(superlabels, super_pred)
+    super_auc = (metrics.roc_auc_score(superlabels, super_score)
+                 if 0 < superlabels.sum() < len(superlabels) else float("nan"))
+    out = {"test_accuracy": summary["accuracy"], "test_loss": float(result["loss"]),
+           "task_accuracy": {"class": summary["accuracy"], "superclass": super_accuracy},
+           "superclass_source": "super_head" if "super_probabilities" in result else "class_head",
+           "superclass_auc": super_auc,
+           "macro_f1": summary["macro_f1"], "macro_auc": summary["macro_auc"]}
+    out.update({k: v for k, v in summary.items() if k != "accuracy"})
+    return out
+
+
+def _json_safe(obj):
+    """NaN -> None so that metrics.json is strict JSON."""
+    import math
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def run_train(args, print_fn=print):
+    """The ``train`` command; returns the metrics dict it writes to DIR/metrics.json."""
+    import os
+
+    import numpy as np
+
+    from . import optim
+    from .data import captions
+    from .models import MultiModalModel
+    from .train import caption_dataset, fit, write_json
+
+    say = print_fn or (lambda *a, **k: None)
+    t_start = time.perf_counter()
+    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
+    limit_train = args.limit_train if args.limit_train is not None else (
+        QUICK_TRAIN if args.quick else None)
+    limit_test = args.limit_test if args.limit_test is not None else (
+        QUICK_TEST if args.quick else None)
+    for name, value in (("--epochs", epochs), ("--batch-size", args.batch_size),
+                        ("--limit-train", limit_train), ("--limit-test", limit_test)):
+        if value is not None and value < (0 if name == "--epochs" else 1):
+            raise SystemExit(_fail(f"train: {name} must be positive, got {value}"))
+    if args.lr <= 0 or args.lam < 0:
+        raise SystemExit(_fail(f"train: need --lr > 0 and --lam >= 0, got {args.lr}, {args.lam}"))
+    from . import backend
+    try:
+        device = backend.check_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(_fail(str(e)))
+
+    (x_train, y_train), (x_test, y_test) = _load_cifar10(args)
+    x_train, y_train = x_train[:limit_train], y_train[:limit_train]
+    x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    vocab = captions.caption_vocabulary()
+    data_config = {"caption_seed": args.caption_seed, "p_true": captions.P_TRUE,
+                   "p_wrong": captions.P_WRONG, "max_len": args.max_len,
+                   "train_samples": len(y_train), "test_samples": len(y_test)}
+    train = caption_dataset(x_train, y_train, args.caption_seed, vocab, args.max_len,
+                            superlabels=args.multitask)
+    # the test captions are drawn with their own seed: no caption is shared with training
+    test = caption_dataset(x_test, y_test, args.caption_seed + 1, vocab, args.max_len,
+                           superlabels=args.multitask)
+    model = MultiModalModel(len(vocab), 10, args.model, 2 if args.multitask else None,
+                            rng=np.random.default_rng(args.seed))
+    optimizer = optim.Adam(model.parameters(), lr=args.lr)
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = os.path.join(args.out, "model.npz")
+    say(f"train: {args.model} model{' + superclass head' if args.multitask else ''}, "
+        f"{len(y_train)} train / {len(y_test)} test images, {epochs} epoch(s), batch "
+        f"{args.batch_size}, Adam lr {args.lr}, lam {args.lam}, device {device} -> {args.out}")
+    history = fit(model, train, val_data=test, epochs=epochs, batch_size=args.batch_size,
+                  optimizer=optimizer, lam=args.lam, device=device, seed=args.seed,
+                  progress=not args.no_progress, checkpoint_path=checkpoint,
+                  resume=args.resume, checkpoint_extra=data_config,
+                  eval_batch_size=args.eval_batch_size)
+    if not os.path.exists(checkpoint):            # e.g. --epochs 0: still leave a model
+        from .train import save_checkpoint
+        save_checkpoint(checkpoint, model, optimizer, history, 0, data_config,
+                        {"seed": args.seed, "batch_size": args.batch_size, "lam": args.lam})
+    result = history.val_result
+    if result is None:                            # nothing trained now (resumed a finished run)
+        from .train import evaluate
+        result = evaluate(model, test, args.eval_batch_size, lam=args.lam)
+    epoch_times = history.history.get("epoch_time", [])
+    train_times = history.history.get("train_time", [])
+    out = _test_metrics(result, model.config())
+    out.update({"model": args.model, "multitask": bool(args.multitask), "epochs": len(history),
+                "train_samples": len(y_train), "test_samples": len(y_test),
+                "batch_size": args.batch_size, "lr": args.lr, "lam": args.lam,
+                "seed": args.seed, "device": device,
+                "seconds": float(sum(epoch_times)),
+                "seconds_per_epoch": float(np.mean(epoch_times)) if epoch_times else None,
+                "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
+                "wall_seconds": time.perf_counter() - t_start})
+    out = _json_safe(out)
+    history.to_json(os.path.join(args.out, "history.json"))
+    write_json(out, os.path.join(args.out, "metrics.json"))
+    _write_plots(history, out, args.out, say)
+    say(f"test accuracy {out['test_accuracy']:.4f}, superclass accuracy "
+        f"{out['task_accuracy']['superclass']:.4f}, macro F1 {out['macro_f1']:.4f}, macro AUC "
+        f"{out['macro_auc']:.4f}; {out['seconds']:.1f} s over {out['epochs']} epoch(s)")
+    return out
+
+
+def _write_plots(history, out, folder, say):
+    import os
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("warning: matplotlib is not installed, accuracy.png and confusion.png were not "
+              "written (pip install 'minimm[notebooks]')", file=sys.stderr)
+        return
+    from . import plot
+    from .data import cifar10
+    if len(history):
+        plot.plot_accuracy(history, os.path.join(folder, "accuracy.png"),
+                           title=f"{out['model']} model: accuracy (train vs test)",
+                           val_label="test")
+        plot.plot_loss(history, os.path.join(folder, "loss.png"),
+                       title=f"{out['model']} model: loss (train vs test)", val_label="test")
+    plot.plot_confusion_matrix(out["confusion_matrix"], cifar10.CLASSES,
+                               os.path.join(folder, "confusion.png"),
+                               title=f"{out['model']} model: test confusion matrix")
+
+
+def add_train_parser(subparsers):
+    p = subparsers.add_parser("train", help="train the article's model (§4.3/§5.2) on CIFAR-10 "
+                                            "with synthetic captions")
+    src = p.add_argument_group("data")
+    src.add_argument("--data", default=None, metavar="PATH",
+                     help="cifar-10-binary.tar.gz or its extracted folder")
+    src.add_argument("--download", action="store_true",
+                     help="download the official archive into the cache (once)")
+    p.add_argument("--model", default="multimodal", choices=["multimodal", "image", "text"])
+    p.add_argument("--epochs", type=int, default=None, help="default 10 (1 with --quick)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--lam", type=float, default=0.0, help="λ of the L2 penalty λR(θ)")
+    p.add_argument("--multitask", action="store_true",
+                   help="add a second head for vehicle/animal; loss Σℓ + λR(θ)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/model.npz")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke test: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
+    p.add_argument("--limit-train", type=int, default=None, metavar="N",
+                   help="use the first N training images")
+    p.add_argument("--limit-test", type=int, default=None, metavar="N",
+                   help="use the first N test images")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
+    p.add_argument("--caption-seed", type=int, default=0,
+                   help="train captions use it, test captions it + 1")
+    p.add_argument("--max-len", type=int, default=16, help="caption length in tokens")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+    def main(args):
+        try:
+            run_train(args)
+        except SystemExit as e:           # a reported error: its message is on stderr
+            return e.code
+        return 0
+    p.set_defaults(func=main)
+
+
+def run_evaluate(args, print_fn=print):
+    """The ``evaluate`` command: the checkpoint's model on the test set it was tested on
+    (same images, same caption seed); prints and returns the metrics."""
+    import json
+
+    from .models import MultiModalModel
+    from .serialization import load
+    from .train import caption_dataset, evaluate
+    from . import backend
+    from .data import captions
+
+    try:
+        ckpt = load(args.checkpoint)
+    except (OSError, ValueError) as e:
+        raise SystemExit(_fail(str(e)))
+    config = ckpt.get("config", {})
+    missing = [k for k in ("mode", "vocab_size", "num_classes", "caption_seed", "max_len")
+               if k not in config]
+    if missing:
+        raise SystemExit(_fail(f"evaluate: {args.checkpoint} lacks the model config "
+                               f"{missing}; was it written by `python -m minimm train`?"))
+    try:
+        device = backend.check_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(_fail(str(e)))
+    model = MultiModalModel.from_config(config)
+    model.load_state_dict(ckpt["model"])
+    model.to(device)
+    _, (x_test, y_test) = _load_cifar10(args)
+    limit = args.limit_test if args.limit_test is not None else int(config["test_samples"])
+    x_test, y_test = x_test[:limit], y_test[:limit]
+    vocab = captions.caption_vocabulary()
+    if len(vocab) != int(config["vocab_size"]):
+        raise SystemExit(_fail(f"evaluate: the checkpoint's vocabulary has "
+                               f"{config['vocab_size']} words, this minimm's captions "
+                               f"{len(vocab)}"))
+    test = caption_dataset(x_test, y_test, int(config["caption_seed"]) + 1, vocab,
+                           int(config["max_len"]), superlabels=model.multitask,
+                           p_true=config.get("p_true"), p_wrong=config.get("p_wrong"))
+    lam = float(ckpt.get("fit", {}).get("lam", 0.0))
+    result = evaluate(model, test, args.batch_size, lam=lam)
+    out = _json_safe(_test_metrics(result, model.config()))
+    out.update({"model": model.mode, "multitask": model.multitask,
+                "epochs": int(ckpt.get("epoch", 0)), "test_samples": len(y_test),
+                "checkpoint": args.checkpoint})
+    if print_fn:
+        print_fn(json.dumps(out, indent=2))
+    return out
+
+
+def add_evaluate_parser(subparsers):
+    p = subparsers.add_parser("evaluate", help="test metrics of a checkpoint written by train")
+    p.add_argument("--checkpoint", required=True, metavar="DIR/model.npz")
+    p.add_argument("--data", default=None, metavar="PATH")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit-test", type=int, default=None, metavar="N",
+                   help="default: the number the checkpoint was tested on")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    def main(args):
+        try:
+            run_evaluate(args)
+        except SystemExit as e:           # a reported error: its message is on stderr
+            return e.code
+        return 0
+    p.set_defaults(func=main)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="minimm", description="minimm: a from-scratch "
                                      "multimodal deep-learning library (NumPy / CuPy)")
@@ -122,6 +404,8 @@ def build_parser():
     subparsers.required = True
     add_demo_parser(subparsers)
     add_bench_parser(subparsers)
+    add_train_parser(subparsers)
+    add_evaluate_parser(subparsers)
     return parser
 
 

@@ -55,18 +55,17 @@ def lstm_flops(B, T, n_in, H):
     return T * (linear_flops(B, n_in, 4 * H) + linear_flops(B, H, 4 * H))
 
 
-# -- the article's branches (§4.3 / §5.2), in minimm ---------------------------------------------
-VOCAB, EMBED, HIDDEN, SEQ_LEN, CLASSES = 1000, 64, 128, 16, 10
+# -- the article's branches (§4.3 / §5.2): defined in minimm.models, sized for the bench -------
+from .models import EMBED_DIM as EMBED, HIDDEN_SIZE as HIDDEN  # noqa: E402
+from .models import ImageBranch, MultiModalModel, TextBranch as _TextBranch  # noqa: E402
+
+VOCAB, SEQ_LEN, CLASSES = 1000, 16, 10
 
 
 def image_branch(rng=None):
     """Conv32-Pool-Conv64-Pool-Conv128-Pool, 3×3 'valid' convolutions with ReLU, 2×2 max
-    pooling: (B, 3, 32, 32) -> (B, 128·2·2 = 512)."""
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2),      # 30 -> 15
-        nn.Conv2d(32, 64, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2),     # 13 -> 6
-        nn.Conv2d(64, 128, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2),    # 4 -> 2
-        nn.Flatten())
+    pooling: (B, 3, 32, 32) -> (B, 128·2·2 = 512). (:class:`minimm.models.ImageBranch`)"""
+    return ImageBranch(rng)
 
 
 def image_branch_flops(B):
@@ -74,32 +73,20 @@ def image_branch_flops(B):
             + conv2d_flops(B, 64, 128, 4, 4, 3, 3))
 
 
-class TextBranch(nn.Module):
+class TextBranch(_TextBranch):
     """Embedding(1000, 64) + LSTM(64 -> 128); the final hidden state h_T (B, 128)."""
 
     def __init__(self, rng=None):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, EMBED, rng=rng)
-        self.lstm = nn.LSTM(EMBED, HIDDEN, rng=rng)
-
-    def forward(self, ids):
-        _, (h, _) = self.lstm(self.embed(ids))
-        return h
+        super().__init__(VOCAB, EMBED, HIDDEN, rng)
 
 
-class Classifier(nn.Module):
-    """Branches whose features are concatenated, then Linear(features -> 10)."""
+class Classifier(MultiModalModel):
+    """Branches whose features are concatenated, then Linear(features -> 10):
+    :class:`minimm.models.MultiModalModel` with the bench's vocabulary of 1000."""
 
     def __init__(self, image=True, text=True, rng=None):
-        super().__init__()
-        self.image = image_branch(rng) if image else None
-        self.text = TextBranch(rng) if text else None
-        self.head = nn.Linear(512 * image + HIDDEN * text, CLASSES, rng=rng)
-
-    def forward(self, images, ids):
-        feats = ([self.image(images)] if self.image is not None else []) + \
-                ([self.text(ids)] if self.text is not None else [])
-        return self.head(feats[0] if len(feats) == 1 else F.concat(feats, axis=1))
+        super().__init__(VOCAB, CLASSES, "multimodal" if image and text else
+                         ("image" if image else "text"), rng=rng)
 
 
 def _torch_classifier(model, device):
@@ -160,6 +147,16 @@ def _torch_device(device, use_torch):
     return device
 
 
+def _check_float32(name, params):
+    """The benchmarks are float32 end to end: a float64 parameter or gradient (one promoted
+    constant is enough) would double the cost and make the comparison meaningless."""
+    for i, p in enumerate(params):
+        g = p.grad
+        if p.dtype != np.float32 or (g is not None and g.dtype != np.float32):
+            raise AssertionError(f"bench {name}: parameter {i} {p.shape} is {p.dtype} with "
+                                 f"gradient {None if g is None else g.dtype}; expected float32")
+
+
 def _classifier_benchmark(image, text):
     def build(batch_size, device, rng, use_torch):
         model = Classifier(image, text, rng=rng).to(device)
@@ -169,13 +166,18 @@ def _classifier_benchmark(image, text):
         labels_np = rng.integers(0, CLASSES, batch_size)
         images, ids, labels = (Tensor(xp.asarray(images_np)), xp.asarray(ids_np),
                                xp.asarray(labels_np))
-        opt = optim.Adam(model.parameters(), lr=1e-3)
+        params = list(model.parameters())
+        opt = optim.Adam(params, lr=1e-3)
+        checked = []
 
         def mm_step():
             loss = F.cross_entropy(model(images, ids), labels)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if not checked:                     # once: parameters and gradients float32
+                _check_float32("classifier", params)
+                checked.append(True)
             return loss.item()
 
         torch_step = None
@@ -212,7 +214,9 @@ def _mha_benchmark(batch_size, device, rng, use_torch, L=64, E=128, heads=8):
     mha = nn.MultiHeadAttention(E, heads, rng=rng).to(device)
     x_np = rng.standard_normal((batch_size, L, E)).astype(np.float32)
     x = Tensor(backend.get_array_module(mha.W_q).asarray(x_np))
-    opt = optim.Adam(mha.parameters(), lr=1e-3)
+    params = list(mha.parameters())
+    opt = optim.Adam(params, lr=1e-3)
+    checked = []
 
     def mm_step():
         out = mha(x, x, x)
@@ -220,6 +224,9 @@ def _mha_benchmark(batch_size, device, rng, use_torch, L=64, E=128, heads=8):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if not checked:                         # once: parameters and gradients float32
+            _check_float32("mha", params)
+            checked.append(True)
         return loss.item()
 
     torch_step = None

@@ -290,6 +290,30 @@ def test_max_pool_ties_send_the_gradient_to_one_element_per_window(device, k, s)
         assert g[0, 0, 1, 0] == 0.0
 
 
+@pytest.mark.parametrize("xs, k", [((3, 2, 6, 8), 2), ((2, 3, 7, 5), 2), ((2, 2, 6, 7), (3, 2)),
+                                   ((1, 2, 3, 4), 1), ((2, 1, 5, 5), (1, 3))])
+def test_tiled_max_pool_matches_composed_oracle(device, rng, xs, k):
+    """The tiled fast path (strided-view maxima, first-maximum masks) against
+    max_pool2d_simple (im2col + argmax) on inputs full of ties (small integers, ReLU'd
+    zeros): forward, gradient, and the gradient's own backward (∂(gx·v)/∂gy), in float32
+    and float64."""
+    for dtype in (np.float32, np.float64):
+        x = np.maximum(rng.integers(-2, 3, xs), 0).astype(dtype)
+        gy = rng.standard_normal(F.max_pool2d(T(x, device), k).shape).astype(dtype)
+        v = rng.standard_normal(xs).astype(dtype)
+        results = []
+        for pool in (F.max_pool2d, conv_impl.max_pool2d_simple):
+            xt, gyt = T(x, device, requires_grad=True), T(gy, device, requires_grad=True)
+            y = pool(xt, k)
+            assert isinstance(y.creator, conv_impl.MaxPool2dTiled) == (pool is F.max_pool2d)
+            (gx,) = mm.grad([y], [xt], [gyt], create_graph=True)
+            (ggy,) = mm.grad([(gx * T(v, device)).sum()], [gyt])
+            assert y.dtype == gx.dtype == ggy.dtype == dtype
+            results.append((y.numpy(), gx.numpy(), ggy.numpy()))
+        for fast, ref in zip(*results):
+            np.testing.assert_array_equal(fast, ref)
+
+
 def test_max_pool_ties_match_torch(device):
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(15).integers(0, 3, (2, 2, 6, 7)).astype(np.float64)

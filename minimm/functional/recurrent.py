@@ -99,11 +99,12 @@ class LSTMSequence(Function):
         B, T, H4 = ZX.shape
         H = H4 // 4
         dt = ZX.dtype.type
-        # σ(z) = ½ tanh(z/2) + ½: scaling the i, f, o columns by ½ (once, in U and ZX) lets
-        # one tanh over all 4H columns serve the three sigmoids and the g block at once.
+        # σ(z) = ½ tanh(z/2) + ½: scaling the i, f, o columns by ½ lets one tanh over all
+        # 4H columns serve the three sigmoids and the g block at once. The scaling is done
+        # per step on z (B, 4H), not once on ZX (B, T, 4H): a pass over a cache-sized block
+        # instead of a fresh copy of the whole sequence.
         s = xp.full(H4, 0.5, dtype=ZX.dtype)
         s[2 * H:3 * H] = 1
-        U_s, ZX_s = U * s, ZX * s
         G = xp.empty((T, B, H4), dtype=ZX.dtype)      # gate values i, f, g, o per step
         Hbuf = xp.empty((T + 1, B, H), dtype=ZX.dtype)  # h_0 … h_T (the states, masked)
         Cbuf = xp.empty((T + 1, B, H), dtype=ZX.dtype)
@@ -111,8 +112,9 @@ class LSTMSequence(Function):
         out = xp.empty((T, B, H), dtype=ZX.dtype) if self.masks is not None else None
         Hbuf[0], Cbuf[0] = h0, c0
         for t in range(T):
-            a = Hbuf[t] @ U_s
-            a += ZX_s[:, t]
+            a = Hbuf[t] @ U
+            a += ZX[:, t]
+            a *= s
             xp.tanh(a, out=a)
             Gt = G[t]
             xp.multiply(a, dt(0.5), out=Gt)
@@ -143,13 +145,13 @@ class LSTMSequence(Function):
         xp = backend.get_array_module(ZX)
         T, B, H4 = G.shape
         H = H4 // 4
-        dZ = xp.empty((T, B, H4), dtype=ZX.dtype)
+        # ∂L/∂ZX in ZX's own (B, T, 4H) order, filled one step (a strided (B, 4H) view) at a
+        # time: the linear map x W + b below receives it contiguous and reshapes for free
+        dZ = xp.empty((B, T, H4), dtype=ZX.dtype)
         dh, dc = g_hT.data.copy(), g_cT.data.copy()
         g_out = g_out.data
         Ut = U.data.T
-        # the nonlinearities' derivatives for all steps at once: σ' = σ(1 − σ), tanh' = 1 − g²
-        D = G * (1 - G)
-        D[:, :, 2 * H:3 * H] = 1 - G[:, :, 2 * H:3 * H] ** 2
+        dt = ZX.dtype.type
         dTC = 1 - TC * TC
         for t in range(T - 1, -1, -1):
             Gt = G[t]
@@ -160,7 +162,7 @@ class LSTMSequence(Function):
                 dh_keep, dc_keep = xp.where(m, 0, dh), xp.where(m, 0, dc)
                 dh_new *= m
                 dc = dc * m
-            dz = dZ[t]
+            dz = dZ[:, t]
             xp.multiply(dh_new, TC[t], out=dz[:, 3 * H:])             # δo
             dc_new = dh_new * o
             dc_new *= dTC[t]
@@ -169,15 +171,23 @@ class LSTMSequence(Function):
             xp.multiply(dc_new, Cbuf[t], out=dz[:, H:2 * H])          # δf
             xp.multiply(dc_new, i, out=dz[:, 2 * H:3 * H])            # δg
             dc = dc_new * f
-            dz *= D[t]                                                # δz
+            # the gates' derivatives σ' = σ(1 − σ) (i, f, o) and tanh' = 1 − g² (g), per
+            # step: passes over a cache-sized (B, 4H) block rather than a (T, B, 4H) array
+            D = 1 - Gt
+            D *= Gt
+            Dg = D[:, 2 * H:3 * H]
+            xp.multiply(g, g, out=Dg)
+            xp.subtract(dt(1), Dg, out=Dg)
+            dz *= D                                                   # δz
             dh = dz @ Ut
             if self.masks is not None:
                 dh += dh_keep
                 dc += dc_keep
         gU = None
         if self.needs_input_grad[3]:
-            gU = Tensor(Hbuf[:T].reshape(T * B, H).T @ dZ.reshape(T * B, H4))
-        return Tensor(dZ.transpose(1, 0, 2)), Tensor(dh), Tensor(dc), gU
+            H_prev = Hbuf[:T].transpose(1, 0, 2).reshape(B * T, H)   # h_{t−1}, (B, T) order
+            gU = Tensor(H_prev.T @ dZ.reshape(B * T, H4))
+        return Tensor(dZ), Tensor(dh), Tensor(dc), gU
 
     def _composed_backward(self, g_out, g_hT, g_cT):
         outs = _unroll(*self.inputs, self.masks)

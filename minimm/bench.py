@@ -17,6 +17,20 @@ Benchmarks live in a registry; to add one, write a builder and decorate it::
 A step is a no-argument callable doing one train step and returning the loss as a Python
 float (which also waits for a GPU to finish). The two steps' first losses, taken before any
 update, are compared, so the table also shows that both sides compute the same model.
+
+Caveat on the ratio: after each matrix product OpenBLAS keeps an idle worker spinning for
+about 0.1 s, so PyTorch steps interleaved with minimm's run slower than PyTorch alone (the
+fused step at batch 128: ≈ 115 ms here against ≈ 56–75 ms fresh). Setting
+``OPENBLAS_THREAD_TIMEOUT=16`` before NumPy loads removes the spin and shows the fairer
+ratio, ≈ 1.9–2.1× for the fused model at batch 128 (measured 2026-11-29).
+
+Where minimm's time goes (fused step, batch 128, one thread, ≈ 140–200 ms): convolution
+matrix products ≈ 27 %; convolution data movement (im2col, col2im, layout copies) ≈ 27 %;
+max pooling ≈ 17 %; the LSTM ≈ 17 %; ReLU ≈ 6 %; Adam, loss and Python overhead ≈ 4 %. The
+32→64 convolution is the largest gap to PyTorch (≈ 2×): its three OpenBLAS products alone
+take as long as PyTorch's whole layer. Tried without gain: other column layouts, malloc
+tuning, separable pooling, and splitting the copies over two threads (which helps only
+once the OpenBLAS spin is removed).
 """
 import math
 import os

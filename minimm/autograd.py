@@ -90,7 +90,7 @@ class Tensor:
 
     def __repr__(self):
         body = str(backend.to_numpy(self.data)).replace("\n", "\n" + " " * 7)
-        extra = f", requires_grad=True" if self.requires_grad else ""
+        extra = ", requires_grad=True" if self.requires_grad else ""
         dev = ", device='cuda'" if self.device == "cuda" else ""
         return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
 

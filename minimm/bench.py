@@ -32,7 +32,6 @@ take as long as PyTorch's whole layer. Tried without gain: other column layouts,
 tuning, separable pooling, and splitting the copies over two threads (which helps only
 once the OpenBLAS spin is removed).
 """
-import math
 import os
 import platform
 import statistics

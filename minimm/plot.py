@@ -7,10 +7,10 @@ pyplot, so nothing needs a display (any backend, Agg included) and no global fig
 grows; Jupyter shows a returned Figure as usual. Given ``path``, each function writes a PNG
 atomically (a temporary file in the same folder, then ``os.replace``) and returns the figure.
 """
-import os
-import tempfile
 
 import numpy as np
+
+from ._io import atomic_write
 
 
 def _figure(figsize):
@@ -21,18 +21,8 @@ def _figure(figsize):
 
 def save_figure(fig, path, dpi=100):
     """Write ``fig`` as a PNG to ``path`` atomically; return ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return path
 
 

@@ -16,12 +16,12 @@ The file is written under a temporary name in the same folder and renamed over `
 only when complete, so a crash midway leaves the previous checkpoint intact.
 """
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import backend
+from ._io import atomic_write
 from .autograd import Tensor
 
 _MARKER = "__minimm__"   # present in every file mm.save writes; the value is the format version
@@ -68,28 +68,8 @@ def save(obj, path):
     if "" in arrays:
         raise TypeError(f"mm.save: expected a Module or a dict, got {type(obj).__name__}")
     arrays[_MARKER] = np.asarray(_FORMAT)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def _to_python(a):

@@ -28,13 +28,13 @@ parameters an uninterrupted run reaches.
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 
 import numpy as np
 
 from . import backend, optim
+from ._io import atomic_write
 from . import functional as F
 from .autograd import Tensor, no_grad
 from .data.loader import normalize_images, num_batches
@@ -177,20 +177,9 @@ class History:
 
 def write_json(obj, path):
     """json.dump to a temporary file in the same folder, then os.replace (atomic)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 # -- fit ----------------------------------------------------------------------------------------
 def _progress(total, desc, enabled):

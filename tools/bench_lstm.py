@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import minimm as mm
-from minimm import functional as F, nn
+from minimm import nn
 
 
 def minimm_step(emb, lstm, ids, G):

@@ -33,6 +33,8 @@ import urllib.request
 
 import numpy as np
 
+from .._io import atomic_write
+
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 ARCHIVE_NAME = "cifar-10-binary.tar.gz"
@@ -188,25 +190,18 @@ def download_cifar10(root=None, url=None, md5=None):
     folder = cache_dir(root)
     os.makedirs(folder, exist_ok=True)
     final = os.path.join(folder, ARCHIVE_NAME)
-    fd, tmp = tempfile.mkstemp(prefix=ARCHIVE_NAME + ".", suffix=".part", dir=folder)
     print(f"downloading {url} to {final}", file=sys.stderr)
-    try:
+    with atomic_write(final) as out, urllib.request.urlopen(url) as response:
         h = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                h.update(block)
-                out.write(block)
+        for block in iter(lambda: response.read(1 << 20), b""):
+            h.update(block)
+            out.write(block)
         actual = h.hexdigest()
-        if actual != md5:
+        if actual != md5:   # raising inside the block deletes the temporary file
             raise ChecksumError(
                 f"CIFAR-10 download from {url}: MD5 mismatch, expected {md5}, got {actual}; "
                 "the file was deleted (a broken or changed download). If you have the archive, "
                 "pass it with load_cifar10(path='.../cifar-10-binary.tar.gz')")
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return final
 
 

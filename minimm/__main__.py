@@ -22,6 +22,18 @@ def _csv(cast):
     return parse
 
 
+def _exit_code(run):
+    """A handler returning 0, or the code of the SystemExit by which ``run`` reported an error
+    (its message already on stderr)."""
+    def main(args):
+        try:
+            run(args)
+        except SystemExit as e:
+            return e.code
+        return 0
+    return main
+
+
 # -- demo ---------------------------------------------------------------------------------------
 def spiral_data(n_per_class=200, n_classes=3, noise=0.2, seed=0):
     """Interleaved 2-D spirals, one arm per class (not linearly separable): X (N, 2), y (N,)."""
@@ -319,13 +331,7 @@ def add_train_parser(subparsers):
     p.add_argument("--max-len", type=int, default=16, help="caption length in tokens")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
-    def main(args):
-        try:
-            run_train(args)
-        except SystemExit as e:           # a reported error: its message is on stderr
-            return e.code
-        return 0
-    p.set_defaults(func=main)
+    p.set_defaults(func=_exit_code(run_train))
 
 
 def run_evaluate(args, print_fn=print):
@@ -388,13 +394,7 @@ def add_evaluate_parser(subparsers):
                    help="default: the number the checkpoint was tested on")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
-    def main(args):
-        try:
-            run_evaluate(args)
-        except SystemExit as e:           # a reported error: its message is on stderr
-            return e.code
-        return 0
-    p.set_defaults(func=main)
+    p.set_defaults(func=_exit_code(run_evaluate))
 
 
 def build_parser():

@@ -68,14 +68,17 @@ def _unroll(ZX, h, c, U, masks):
     outputs = []
     for t in range(T):
         z = reshape(steps[t], steps[t].shape[1:]) + matmul(h, U)
-        h_new, c_new = lstm_gates(z, c)
-        if masks is None:
-            h, c = h_new, c_new
-            outputs.append(h_new)
-        else:
-            h, c = where(masks[t], h_new, h), where(masks[t], c_new, c)
-            outputs.append(where(masks[t], h_new, 0.0))
+        h, c, out = _advance(h, c, *lstm_gates(z, c), None if masks is None else masks[t])
+        outputs.append(out)
     return stack(outputs, axis=1), h, c
+
+
+def _advance(h, c, h_new, c_new, valid):
+    """(h, c, output) after one step: the new state, except at a padded step (``valid``
+    False), which keeps the old state and outputs zero."""
+    if valid is None:
+        return h_new, c_new, h_new
+    return where(valid, h_new, h), where(valid, c_new, c), where(valid, h_new, 0.0)
 
 
 class LSTMSequence(Function):
@@ -254,13 +257,9 @@ def lstm_simple(x, W, U, b=None, state=None, lengths=None):
     B, T, _ = x.shape
     outputs = []
     for t in range(T):
-        h_new, c_new = lstm_cell(x[:, t], h, c, W, U, b)
-        if masks is None:
-            h, c = h_new, c_new
-            outputs.append(h_new)
-        else:
-            h, c = where(masks[t], h_new, h), where(masks[t], c_new, c)
-            outputs.append(where(masks[t], h_new, 0.0))
+        h, c, out = _advance(h, c, *lstm_cell(x[:, t], h, c, W, U, b),
+                             None if masks is None else masks[t])
+        outputs.append(out)
     if T == 0:
         xp = backend.get_array_module(x)
         return Tensor(xp.zeros((B, 0, U.shape[0]), dtype=x.dtype)), (h, c)

@@ -139,8 +139,14 @@ class Tensor:
 
 
 def tensor(data, dtype=None, requires_grad=False, device="cpu"):
-    """A new leaf Tensor from array-like ``data`` (Python floats give float32)."""
-    return Tensor(_as_array(data, dtype, device), requires_grad=requires_grad)
+    """A new leaf Tensor from array-like ``data`` (Python floats give float32).
+
+    Like ``torch.tensor`` it copies, so an in-place update (an optimiser step) never writes
+    into the caller's array; ``Tensor(array)`` wraps an array without copying."""
+    a = _as_array(data, dtype, device)
+    if hasattr(data, "shape"):  # an array or a Tensor: asarray may have handed back the same memory
+        a = a.copy()
+    return Tensor(a, requires_grad=requires_grad)
 
 
 def as_tensor(x, like=None):

@@ -455,3 +455,13 @@ def test_float32_stays_float32_on_0d(device, name, casts):
     y.sum().backward()
     assert x.grad.dtype == np.float32 and x.grad.shape == ()
     assert not casts, f"{name}: a backward produced a non-float32 gradient"
+
+
+def test_tensor_copies_its_input_like_torch_tensor(device, xp):
+    a = xp.ones(3, dtype=np.float32)
+    t = mm.tensor(a, device=device)
+    t.data += 1                             # an optimiser's in-place step, say
+    assert float(a.sum()) == 3.0 and float(t.data.sum()) == 6.0
+    w = mm.Tensor(a)                        # wrapping shares the memory, on purpose
+    w.data += 1
+    assert float(a.sum()) == 6.0

@@ -249,7 +249,8 @@ def run_train(args, print_fn=print):
                   optimizer=optimizer, lam=args.lam, device=device, seed=args.seed,
                   progress=not args.no_progress, checkpoint_path=checkpoint,
                   resume=args.resume, checkpoint_extra=data_config,
-                  eval_batch_size=args.eval_batch_size)
+                  eval_batch_size=args.eval_batch_size,
+                  callbacks=[_epoch_line(epochs)] if args.no_progress else None)
     if not os.path.exists(checkpoint):            # e.g. --epochs 0: still leave a model
         from .train import save_checkpoint
         save_checkpoint(checkpoint, model, optimizer, history, 0, data_config,
@@ -298,6 +299,15 @@ def _write_plots(history, out, folder, say):
     plot.plot_confusion_matrix(out["confusion_matrix"], cifar10.CLASSES,
                                os.path.join(folder, "confusion.png"),
                                title=f"{out['model']} model: test confusion matrix")
+
+
+def _epoch_line(epochs):
+    """Without a progress bar, one line per epoch on stderr, so a long run still shows life."""
+    def report(epoch, logs, model):
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time")
+        print(f"epoch {epoch + 1}/{epochs} " + "  ".join(
+            f"{k} {logs[k]:.4f}" for k in keys if k in logs), file=sys.stderr)
+    return report
 
 
 def add_train_parser(subparsers):

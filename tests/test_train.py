@@ -254,6 +254,8 @@ def test_cli_multitask_resume_and_limits(device, archive, tmp_path, capsys):
             "--no-progress", "--batch-size", "16"]
     assert main(args + ["--epochs", "1"]) == 0
     assert main(args + ["--epochs", "2", "--resume"]) == 0
+    err = capsys.readouterr().err          # no bar: one line per epoch instead
+    assert "epoch 1/1 loss " in err and "epoch 2/2 loss " in err and "val_accuracy" in err
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [0, 1] and "val_super_accuracy" in history
     metrics = json.loads((out / "metrics.json").read_text())

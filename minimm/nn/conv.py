@@ -38,32 +38,30 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}, bias={self.b is not None}")
 
 
-class MaxPool2d(Module):
-    """Max over kernel_size windows every stride pixels (stride defaults to kernel_size)."""
+class _Pool2d(Module):
+    """A window reduction over kernel_size windows every stride pixels (stride defaults to
+    kernel_size); subclasses name the functional operation."""
+    pool = None
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        return self.pool(x, self.kernel_size, self.stride)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
-class AvgPool2d(Module):
-    """Mean over kernel_size windows every stride pixels (stride defaults to kernel_size)."""
+class MaxPool2d(_Pool2d):
+    """Max over each window (the gradient goes to the first maximum, as in PyTorch)."""
+    pool = staticmethod(F.max_pool2d)
 
-    def __init__(self, kernel_size, stride=None):
-        super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride
 
-    def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+class AvgPool2d(_Pool2d):
+    """Mean over each window."""
+    pool = staticmethod(F.avg_pool2d)
 
 
 class Flatten(Module):

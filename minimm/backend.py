@@ -25,22 +25,23 @@ def gpu_available():
         return False
 
 
-def _raw(a):
-    """The array behind a Tensor, or ``a`` itself (NumPy arrays have their own ``.data``)."""
+def unwrap(a):
+    """The array behind a Tensor, or ``a`` itself (NumPy arrays have their own ``.data``,
+    a memory buffer, so they are returned as they are)."""
     if isinstance(a, np.ndarray) or (cp is not None and isinstance(a, cp.ndarray)):
         return a
     return getattr(a, "data", a)
 
 
 def is_cupy_array(a):
-    return cp is not None and isinstance(_raw(a), cp.ndarray)
+    return cp is not None and isinstance(unwrap(a), cp.ndarray)
 
 
 def get_array_module(*args):
     """``cupy`` if any argument (array or Tensor) lives on the GPU, else ``numpy``."""
     if cp is not None:
         for a in args:
-            if isinstance(_raw(a), cp.ndarray):
+            if isinstance(unwrap(a), cp.ndarray):
                 return cp
     return np
 
@@ -72,7 +73,7 @@ def device_of(a):
 
 def to_device(a, device):
     """Move an array to ``device`` (a no-op when it is already there)."""
-    a = _raw(a)
+    a = unwrap(a)
     device = check_device(device)
     if device == "cpu":
         return cp.asnumpy(a) if is_cupy_array(a) else np.asarray(a)

@@ -108,7 +108,7 @@ def _torch_classifier(model, device):
     tnn = torch.nn
 
     def t(a, transpose=False):
-        a = backend.to_numpy(a.data if isinstance(a, Tensor) else a)
+        a = backend.to_numpy(a)
         return torch.tensor(np.ascontiguousarray(a.T if transpose else a))
 
     class TorchClassifier(tnn.Module):

@@ -18,11 +18,10 @@ Conventions follow scikit-learn, so numbers can be compared with it:
 import numpy as np
 
 from . import backend
-from .autograd import Tensor
 
 
 def _host(a, name, op):
-    a = a.data if isinstance(a, Tensor) else a
+    a = backend.unwrap(a)
     a = np.asarray(backend.to_numpy(a) if hasattr(a, "shape") else a)
     if a.ndim != 1:
         raise ValueError(f"{op}: {name} must be 1-D, got shape {a.shape}")
@@ -165,7 +164,7 @@ def roc_auc_ovr(y_true, probabilities, num_classes=None, average="macro"):
     present) has no ROC curve: it is nan per class and left out of the mean.
     """
     op = "roc_auc_ovr"
-    P = probabilities.data if isinstance(probabilities, Tensor) else probabilities
+    P = backend.unwrap(probabilities)
     P = np.asarray(backend.to_numpy(P) if hasattr(P, "shape") else P, dtype=np.float64)
     if P.ndim != 2:
         raise ValueError(f"{op}: probabilities must be (N, num_classes), got shape {P.shape}")
@@ -192,7 +191,7 @@ def classification_summary(y_true, probabilities, num_classes=None):
     """Every metric above for a multi-class classifier's softmax outputs, as plain Python
     numbers and lists (JSON-ready): accuracy, macro precision / recall / F1, the per-class
     ones, the one-vs-rest macro AUC and the confusion matrix. Predictions are the argmax."""
-    P = probabilities.data if isinstance(probabilities, Tensor) else probabilities
+    P = backend.unwrap(probabilities)
     P = np.asarray(backend.to_numpy(P) if hasattr(P, "shape") else P)
     k = P.shape[1] if num_classes is None else int(num_classes)
     y_pred = P.argmax(axis=1)

@@ -67,7 +67,7 @@ class Optimizer:
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            g = p.grad.data if isinstance(p.grad, Tensor) else p.grad
+            g = backend.unwrap(p.grad)
             if g.shape != p.data.shape:
                 raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape "
                                  f"{p.data.shape} but its grad has shape {g.shape}")

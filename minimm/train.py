@@ -61,7 +61,7 @@ def as_dataset(data, op="fit"):
     else:
         raise TypeError(f"{op}: data must be a dict or a tuple of arrays, got "
                         f"{type(data).__name__}")
-    out = {k: backend.to_numpy(v.data if isinstance(v, Tensor) else v)
+    out = {k: backend.to_numpy(v)
            for k, v in items if v is not None}
     out = {k: np.asarray(v) for k, v in out.items()}
     if "labels" not in out:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, as_tensor
+from ..autograd import Function, as_tensor
 from .math import matmul, mul, sum
 from .nn_ops import dropout as _dropout
 from .shape import _check_broadcast, swapaxes
@@ -71,7 +71,7 @@ def masked_softmax(x, allowed=None):
     allows everything (plain softmax)."""
     x = as_tensor(x)
     if allowed is not None:
-        allowed = allowed.data if isinstance(allowed, Tensor) else allowed
+        allowed = backend.unwrap(allowed)
         allowed = backend.get_array_module(x).asarray(allowed, dtype=bool)   # on x's device
         if _check_broadcast("masked_softmax", x.shape, allowed.shape) != x.shape:
             raise ValueError(f"masked_softmax: mask of shape {allowed.shape} would enlarge the "
@@ -92,7 +92,7 @@ def _allowed(mask, causal, scores_shape, xp):
     """The boolean mask of allowed (query, key) pairs, or None when everything is allowed."""
     allowed = None
     if mask is not None:
-        mask = mask.data if isinstance(mask, Tensor) else mask
+        mask = backend.unwrap(mask)
         mask = xp.asarray(mask)
         if mask.dtype != bool:
             raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = may "

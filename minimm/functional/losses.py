@@ -7,7 +7,7 @@ from .math import mean
 
 def _check_labels(op, logits_shape, labels, xp):
     """Labels as an integer array of shape (N,) with values in [0, C), or a clear error."""
-    labels = labels.data if isinstance(labels, Tensor) else labels
+    labels = backend.unwrap(labels)
     labels = xp.asarray(labels)
     if len(logits_shape) != 2:
         raise ValueError(f"{op}: logits must have shape (N, C), got {logits_shape}")

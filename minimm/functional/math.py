@@ -257,7 +257,7 @@ class Where(Function):
 
 
 def where(cond, a, b):
-    cond = cond.data if isinstance(cond, Tensor) else cond
+    cond = backend.unwrap(cond)
     a, b = _pair(a, b)
     xp = backend.get_array_module(a, b)
     return Where(xp.asarray(cond, dtype=bool))(a, b)

@@ -228,7 +228,7 @@ def dropout(x, p=0.5, training=True, rng=None):
 
 # -- embedding ----------------------------------------------------------------------------------
 def _check_ids(op, ids, vocab, xp):
-    ids = ids.data if isinstance(ids, Tensor) else ids
+    ids = backend.unwrap(ids)
     ids = xp.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{op}: ids must be integers (token indices), got dtype {ids.dtype}")

@@ -77,8 +77,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")
-        rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-        rv = running_var.data if isinstance(running_var, Tensor) else running_var
+        rm = backend.unwrap(running_mean)
+        rv = backend.unwrap(running_var)
         inv_std = 1.0 / xp.sqrt(xp.asarray(rv, dtype=x.dtype) + x.dtype.type(eps))
         y = (x - Tensor(xp.asarray(rm, dtype=x.dtype).reshape(shape))) * Tensor(
             inv_std.reshape(shape))

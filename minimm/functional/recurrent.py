@@ -201,7 +201,7 @@ class LSTMSequence(Function):
 
 def _lengths_masks(lengths, B, T, xp, op):
     """Validated lengths -> (T, B, 1) boolean masks, True at steps t < lengths[n]."""
-    lengths = lengths.data if isinstance(lengths, Tensor) else lengths
+    lengths = backend.unwrap(lengths)
     lengths = np.asarray(backend.to_numpy(lengths))
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"{op}: lengths must be integers, got dtype {lengths.dtype}")

@@ -1,6 +1,6 @@
 """Operations that move values around without arithmetic: the gradient moves them back."""
 from .. import backend
-from ..autograd import Function, Tensor, as_tensor
+from ..autograd import Function, as_tensor
 
 
 def _normalise_shape(shape):
@@ -126,7 +126,7 @@ def sum_to(x, shape):
 def _index_arrays(index):
     """Tensors inside an index become arrays; tell whether it uses advanced indexing."""
     items = index if isinstance(index, tuple) else (index,)
-    items = tuple(i.data if isinstance(i, Tensor) else i for i in items)
+    items = tuple(backend.unwrap(i) for i in items)
     advanced = any(hasattr(i, "shape") or isinstance(i, list) for i in items)
     return (items if isinstance(index, tuple) else items[0]), advanced
 

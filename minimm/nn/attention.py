@@ -77,7 +77,7 @@ class MultiHeadAttention(Module):
         """One boolean mask (True = may attend) broadcastable to (B, h, L_q, L_k)."""
         allowed = None
         if mask is not None:
-            mask = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+            mask = xp.asarray(backend.unwrap(mask))
             if mask.ndim == 3:       # (B, L_q, L_k): the same for every head
                 mask = mask[:, None]
             if mask.ndim not in (2, 4):

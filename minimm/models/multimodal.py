@@ -1,4 +1,4 @@
-"""Layer 5: the article's multimodal CIFAR-10 model (§2.3, §3.2, §4.3 / §5.2), runnable.
+"""The article's multimodal CIFAR-10 model (§2.3, §3.2, §4.3 / §5.2), runnable.
 
 The article's architecture (§2.3) has four parts, and each is one piece of code here:
 
@@ -27,8 +27,8 @@ the same model and numerically stable. An optional second head predicts the supe
 (vehicle / animal) from the same fused features: the multi-task setting of §4.1.3, trained
 with ``F.multitask_loss`` (Σ task losses + λ R(θ)).
 """
-from . import functional as F
-from . import nn
+from .. import functional as F
+from .. import nn
 
 EMBED_DIM, HIDDEN_SIZE, IMAGE_FEATURES = 64, 128, 512
 MODES = ("multimodal", "image", "text")

@@ -1,0 +1,11 @@
+"""Layer 5: models, one module each, built from ``minimm.nn`` layers.
+
+    multimodal   the article's CNN + LSTM classifier (§2.3, §3.2, §4.3 / §5.2)
+
+A model module imports only ``minimm.nn``, ``minimm.functional`` and the layers below them.
+"""
+from .multimodal import (EMBED_DIM, HIDDEN_SIZE, IMAGE_FEATURES, MODES, ImageBranch,
+                         MultiModalModel, TextBranch)
+
+__all__ = ["ImageBranch", "TextBranch", "MultiModalModel", "MODES", "EMBED_DIM",
+           "HIDDEN_SIZE", "IMAGE_FEATURES"]

@@ -1,19 +1,46 @@
 """Switching minimm's layers onto the fast kernels of :mod:`minimm.functional.fast`.
 
-:func:`enable_fast_kernels` routes ``F.conv2d``, ``F.lstm``, ``nn.MaxPool2d`` and
-``nn.MultiHeadAttention`` through the fast kernels (same arguments, same numbers up to
+:func:`enable_fast_kernels` routes ``F.conv2d``, ``F.lstm``, ``F.batch_norm``,
+``nn.MaxPool2d``, ``nn.MultiHeadAttention`` and the Conv2d → ReLU → MaxPool2d triples of
+``nn.Sequential`` through the fast kernels (same arguments, same numbers up to
 rounding); :func:`disable_fast_kernels` restores the readable ones. (A stop-gap until the
 layers dispatch to the fast kernels themselves.)
 """
 from .. import functional as F
 from ..functional.fast import attention as fast_attention
 from ..functional.fast import conv as fast_conv
+from ..functional.fast import normalization as fast_normalization
 from ..functional.fast import recurrent as fast_recurrent
+from ..functional.conv import _pair
 from .attention import MultiHeadAttention
-from .conv import MaxPool2d
+from .conv import Conv2d, MaxPool2d
+from .layers import ReLU
+from .module import Sequential
 
 _READABLE = {"conv2d": F.conv2d, "lstm": F.lstm, "pool": MaxPool2d.pool,
-             "mha": MultiHeadAttention.forward}
+             "batch_norm": F.batch_norm,
+             "mha": MultiHeadAttention.forward, "sequential": Sequential.forward}
+
+
+def sequential_forward(seq, x):
+    """:meth:`minimm.nn.Sequential.forward` with each Conv2d → ReLU → MaxPool2d (windows side
+    by side) run as one fused Function (:func:`~minimm.functional.fast.conv.
+    conv2d_relu_max_pool2d`): the same numbers, fewer passes over memory, less memory kept."""
+    mods = list(seq)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if (i + 2 < len(mods) and type(m) is Conv2d and type(mods[i + 1]) is ReLU
+                and type(mods[i + 2]) is MaxPool2d):
+            pool = mods[i + 2]
+            kernel = _pair(pool.kernel_size, "kernel_size", "MaxPool2d", 1)
+            if pool.stride is None or _pair(pool.stride, "stride", "MaxPool2d", 1) == kernel:
+                x = fast_conv.conv2d_relu_max_pool2d(x, m.W, m.b, m.stride, m.padding, kernel)
+                i += 3
+                continue
+        x = m(x)
+        i += 1
+    return x
 
 
 def multi_head_attention_forward(module, q, k, v, mask=None, key_padding_mask=None,
@@ -46,11 +73,15 @@ def multi_head_attention_forward(module, q, k, v, mask=None, key_padding_mask=No
 def enable_fast_kernels():
     F.conv2d = fast_conv.conv2d
     F.lstm = fast_recurrent.lstm
+    F.batch_norm = fast_normalization.batch_norm
     MaxPool2d.pool = staticmethod(fast_conv.max_pool2d)
     MultiHeadAttention.forward = multi_head_attention_forward
+    Sequential.forward = sequential_forward
 
 
 def disable_fast_kernels():
     F.conv2d, F.lstm = _READABLE["conv2d"], _READABLE["lstm"]
+    F.batch_norm = _READABLE["batch_norm"]
     MaxPool2d.pool = staticmethod(_READABLE["pool"])
     MultiHeadAttention.forward = _READABLE["mha"]
+    Sequential.forward = _READABLE["sequential"]

@@ -28,6 +28,7 @@ from the readable composed twin, :func:`minimm.functional.conv.conv2d_simple`.
 """
 from ... import backend
 from ...autograd import Function, Tensor, as_tensor, enable_grad, grad, is_grad_enabled
+from ..activations import relu
 from ..conv import _check_conv, _pair, _pool_args, conv2d_simple, max_pool2d_simple
 
 
@@ -97,13 +98,14 @@ def im2col_chwn(x, kernel, stride, padding, out_hw, ones_row=False):
     return col.reshape(K + int(ones_row), OH * OW * N)
 
 
-def col2im_chwn(dcol, x_shape, kernel, stride, padding, out_hw):
+def col2im_chwn(dcol, x_shape, kernel, stride, padding, out_hw, out=None):
     """The adjoint of :func:`im2col_chwn` (without the ones row): every entry of dcol
-    (C·kh·kw, OH·OW·N) added back to the pixel it was copied from -> (C, H, W, N)."""
+    (C·kh·kw, OH·OW·N) added back to the pixel it was copied from -> (C, H, W, N)
+    (added into ``out`` when given)."""
     xp = backend.get_array_module(dcol)
     C, H, W, N = x_shape
     (kh, kw), (OH, OW) = kernel, out_hw
-    gx = xp.zeros(x_shape, dtype=dcol.dtype)
+    gx = xp.zeros(x_shape, dtype=dcol.dtype) if out is None else out
     d6 = dcol.reshape(C, kh, kw, OH, OW, N)
     for i, j, o, q, rows, cols in _offsets((H, W), out_hw, kernel, stride, padding):
         if o is not None:
@@ -112,6 +114,79 @@ def col2im_chwn(dcol, x_shape, kernel, stride, padding, out_hw):
 
 
 # -- convolution ---------------------------------------------------------------------------------
+# Columns bigger than this many bytes are not kept for the backward but built again there
+# from the input (which the graph keeps anyway): one more im2col pass against holding the
+# biggest array of the step (the 32→64 layer's columns are 9× its input).
+KEEP_COLUMNS_BYTES = 16 * 2 ** 20
+# ∂L/∂col = W₂ᵀ ∂L/∂Y is formed and added back (col2im) this many input channels at a time,
+# so that the biggest temporary of the backward is a slice of it, not all of it.
+DCOL_CHUNK_BYTES = 4 * 2 ** 20
+
+
+class _ConvCore:
+    """The array work of a CHWN convolution, shared by :class:`Conv2dCHWN` and
+    :class:`Conv2dReLUMaxPool`: ``forward`` -> Y (C_out, OH·OW·N); ``backward`` -> the
+    gradients that are needed."""
+
+    def __init__(self, stride, padding):
+        self.stride, self.padding = stride, padding
+
+    def forward(self, xc, W, b, out_hw, wants_w):
+        xp = backend.get_array_module(xc)
+        C_out, C, kh, kw = W.shape
+        self.out_hw, self.kernel, self.x_shape = out_hw, (kh, kw), xc.shape
+        # a 1×1 convolution of stride 1 without padding needs no columns: x itself is col
+        self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+        self.ones = b is not None and not self.pointwise
+        col = self.columns(xc)
+        W2 = W.reshape(C_out, -1)
+        if self.ones:
+            W2 = xp.concatenate([W2, b.reshape(C_out, 1)], axis=1)
+        y = W2 @ col                                           # (C_out, OH·OW·N): CHWN
+        if b is not None and not self.ones:
+            y += b.reshape(C_out, 1)
+        # ∂L/∂W needs the columns: keep them if they are small, else rebuild them then
+        self.col = col if wants_w and (self.pointwise or col.nbytes <= KEEP_COLUMNS_BYTES) else None
+        return y
+
+    def columns(self, xc):
+        if self.pointwise:
+            return xc.reshape(xc.shape[0], -1)
+        return im2col_chwn(xc, self.kernel, self.stride, self.padding, self.out_hw, self.ones)
+
+    def backward(self, g, x_data, W, needs_x, needs_w, needs_b):
+        """g = ∂L/∂Y (C_out, OH·OW·N) -> (∂L/∂x (C, H, W, N) or None, ∂L/∂W, ∂L/∂b)."""
+        xp = backend.get_array_module(g)
+        C_out = W.shape[0]
+        K = W.size // C_out
+        gx = gW = gb = None
+        if needs_w or needs_b:
+            col = self.col if self.col is not None else self.columns(to_chwn(x_data))
+            dWb = g @ col.T                                    # ∂L/∂[W₂ b] = ∂L/∂Y [col; 1]ᵀ
+            del col
+            if needs_w:
+                gW = xp.ascontiguousarray(dWb[:, :K]).reshape(W.shape)
+            if needs_b:
+                gb = (dWb[:, K].copy() if self.ones else
+                      (g @ xp.ones((g.shape[1], 1), dtype=g.dtype)).reshape(C_out))
+        self.col = None
+        if needs_x:
+            W2 = W.reshape(C_out, -1)
+            C, H, Wd, N = self.x_shape
+            if self.pointwise:                                 # col was x: col2im is a reshape
+                gx = (W2.T @ g).reshape(C, H, Wd, N)
+            else:
+                kk = self.kernel[0] * self.kernel[1]
+                gx = xp.zeros((C, H, Wd, N), dtype=g.dtype)
+                step = max(1, DCOL_CHUNK_BYTES // max(1, kk * g.shape[1] * g.itemsize))
+                for c0 in range(0, C, step):                   # W₂ᵀ ∂L/∂Y, a few channels
+                    c1 = min(C, c0 + step)                     # at a time, added back
+                    dcol = W2[:, c0 * kk:c1 * kk].T @ g
+                    col2im_chwn(dcol, (c1 - c0, H, Wd, N), self.kernel, self.stride,
+                                self.padding, self.out_hw, out=gx[c0:c1])
+        return gx, gW, gb
+
+
 class Conv2dCHWN(Function):
     """y[n, o, p, q] = Σ_{c,i,j} W[o, c, i, j] · x_pad[n, c, s_h·p + i, s_w·q + j] + b[o],
     computed in the CHWN layout (module docstring); the result is an NCHW view of CHWN
@@ -123,57 +198,113 @@ class Conv2dCHWN(Function):
     def forward(self, x, W, b=None):
         OH, OW = _check_conv(x.shape, W.shape, None if b is None else b.shape,
                              self.stride, self.padding)
-        xp = backend.get_array_module(x)
-        C_out, C, kh, kw = W.shape
         xc = to_chwn(x)
-        N = xc.shape[3]
-        self.out_hw = (OH, OW)
-        # a 1×1 convolution of stride 1 without padding needs no columns: x itself is col
-        pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-        self.ones, self.pointwise = b is not None and not pointwise, pointwise
-        if pointwise:
-            col = xc.reshape(C, -1)
-        else:
-            col = im2col_chwn(xc, (kh, kw), self.stride, self.padding, (OH, OW), self.ones)
-        W2 = W.reshape(C_out, -1)
-        if self.ones:
-            W2 = xp.concatenate([W2, b.reshape(C_out, 1)], axis=1)
-        y = W2 @ col                                           # (C_out, OH·OW·N): CHWN
-        if b is not None and not self.ones:
-            y += b.reshape(C_out, 1)
+        self.core = _ConvCore(self.stride, self.padding)
         wants_w = len(self.needs_input_grad) > 1 and any(self.needs_input_grad[1:])
-        self.col = col if wants_w else None       # ∂L/∂W needs the columns: keep them
-        return nchw(y.reshape(C_out, OH, OW, N))
+        y = self.core.forward(xc, W, b, (OH, OW), wants_w)
+        return nchw(y.reshape(W.shape[0], OH, OW, xc.shape[3]))
 
     def backward(self, gy):
         if is_grad_enabled():   # create_graph: differentiate the composed twin instead
             return _composed_backward(self, lambda x, W, b=None: conv2d_simple(
                 x, W, b, self.stride, self.padding), gy)
         x, W = self.inputs[:2]
-        xp = backend.get_array_module(gy.data)
-        C_out = W.shape[0]
-        K = W.size // C_out
-        g = to_chwn(gy.data).reshape(C_out, -1)                # ∂L/∂Y (C_out, OH·OW·N)
         has_b = len(self.inputs) == 3
-        gx = gW = gb = None
-        if self.col is not None:
-            dWb = g @ self.col.T                               # ∂L/∂[W₂ b] = ∂L/∂Y [col; 1]ᵀ
-            if self.needs_input_grad[1]:
-                gW = Tensor(xp.ascontiguousarray(dWb[:, :K]).reshape(W.shape))
-            if has_b and self.needs_input_grad[2]:
-                gb = Tensor(dWb[:, K].copy() if self.ones else
-                            (g @ xp.ones((g.shape[1], 1), dtype=g.dtype)).reshape(C_out))
-        if self.needs_input_grad[0]:
-            dcol = W.data.reshape(C_out, -1).T @ g            # W₂ᵀ ∂L/∂Y
-            C, H, Wd = x.shape[1:]
-            if self.pointwise:                                 # col was x: col2im is a reshape
-                gxc = dcol.reshape(C, H, Wd, x.shape[0])
-            else:
-                gxc = col2im_chwn(dcol, (C, H, Wd, x.shape[0]), W.shape[2:], self.stride,
-                                  self.padding, self.out_hw)
-            gx = Tensor(nchw(gxc))
-        self.col = None
-        return (gx, gW, gb) if has_b else (gx, gW)
+        need = self.needs_input_grad
+        g = to_chwn(gy.data).reshape(W.shape[0], -1)           # ∂L/∂Y (C_out, OH·OW·N)
+        gx, gW, gb = self.core.backward(g, x.data, W.data, need[0], need[1],
+                                        has_b and need[2])
+        grads = [None if gx is None else Tensor(nchw(gx)), None if gW is None else Tensor(gW)]
+        if has_b:
+            grads.append(None if gb is None else Tensor(gb))
+        return tuple(grads)
+
+
+class Conv2dReLUMaxPool(Function):
+    """y = max_pool2d(relu(conv2d(x, W, b)), k): the article's Conv-ReLU-Pool block as one
+    Function, in the CHWN layout.
+
+    ReLU and the max commute (ReLU is monotone), so the window maximum is taken on the
+    convolution's output and ReLU applied to the k²-times smaller result; the convolution's
+    output is dropped as soon as it is pooled. What the backward keeps is the pooled output
+    y (ReLU's mask is y > 0) and, per window, which element was the first maximum (one
+    uint8 index): the same gradient as the three separate layers and PyTorch,
+
+        ∂L/∂Y[window w, element e] = [e = first argmax of w] · [y_w > 0] · ∂L/∂y_w,
+
+    then the convolution's backward. Windows tile the image (stride = kernel), floor mode.
+    """
+
+    def __init__(self, stride, padding, kernel):
+        self.stride, self.padding, self.kernel = stride, padding, kernel
+
+    def forward(self, x, W, b=None):
+        OH, OW = _check_conv(x.shape, W.shape, None if b is None else b.shape,
+                             self.stride, self.padding)
+        xp = backend.get_array_module(x)
+        (kh, kw), C_out = self.kernel, W.shape[0]
+        PH, PW = OH // kh, OW // kw
+        if PH < 1 or PW < 1:
+            raise ValueError(f"max_pool2d: kernel {kh}x{kw} is larger than the convolution's "
+                             f"output {OH}x{OW}")
+        xc = to_chwn(x)
+        N = xc.shape[3]
+        self.core = _ConvCore(self.stride, self.padding)
+        wants_w = len(self.needs_input_grad) > 1 and any(self.needs_input_grad[1:])
+        Y = self.core.forward(xc, W, b, (OH, OW), wants_w).reshape(C_out, OH, OW, N)
+        views = _tiles_chwn(Y, self.kernel, (PH, PW))
+        y = xp.empty((C_out, PH, PW, N), dtype=Y.dtype)
+        if len(views) == 1:
+            y[...] = views[0]
+        else:
+            xp.maximum(views[0], views[1], out=y)
+        for v in views[2:]:
+            xp.maximum(y, v, out=y)
+        # the first maximum of each window: the smallest k whose view equals the maximum
+        # (the last one where none does — a NaN window — as the readable kernel)
+        first = xp.full(y.shape, len(views) - 1, dtype=xp.uint8)
+        for k in range(len(views) - 2, -1, -1):
+            xp.copyto(first, xp.uint8(k), where=views[k] == y)
+        self.first = first
+        xp.maximum(y, y.dtype.type(0), out=y)                  # ReLU, after the max
+        return nchw(y)
+
+    def backward(self, gy):
+        if is_grad_enabled():
+            k = self.kernel
+            return _composed_backward(self, lambda x, W, b=None: max_pool2d_simple(relu(
+                conv2d_simple(x, W, b, self.stride, self.padding)), k), gy)
+        x, W = self.inputs[:2]
+        y, = self.outputs()
+        xp = backend.get_array_module(gy.data)
+        has_b = len(self.inputs) == 3
+        need = self.needs_input_grad
+        C_out = W.shape[0]
+        OH, OW = self.core.out_hw
+        N = x.shape[0]
+        g = to_chwn(gy.data) * (to_chwn(y.data) > 0)           # through the ReLU
+        tiled = tuple(o * k for o, k in zip(g.shape[1:3], self.kernel)) == (OH, OW)
+        gY = (xp.empty if tiled else xp.zeros)((C_out, OH, OW, N), dtype=g.dtype)
+        for k, t in enumerate(_tiles_chwn(gY, self.kernel, g.shape[1:3])):
+            xp.multiply(g, self.first == k, out=t)              # to the first maximum
+        del g
+        self.first = None
+        gx, gW, gb = self.core.backward(gY.reshape(C_out, -1), x.data, W.data, need[0],
+                                        need[1], has_b and need[2])
+        grads = [None if gx is None else Tensor(nchw(gx)), None if gW is None else Tensor(gW)]
+        if has_b:
+            grads.append(None if gb is None else Tensor(gb))
+        return tuple(grads)
+
+
+def conv2d_relu_max_pool2d(x, W, b=None, stride=1, padding=0, pool=2):
+    """max_pool2d(relu(conv2d(x, W, b, stride, padding)), pool) as one Function
+    (:class:`Conv2dReLUMaxPool`): the same numbers, fewer passes and less memory."""
+    stride = _pair(stride, "stride", "conv2d", 1)
+    padding = _pair(padding, "padding", "conv2d", 0)
+    kernel = _pair(pool, "kernel_size", "max_pool2d", 1)
+    args = (x, W) if b is None else (x, W, b)
+    return Conv2dReLUMaxPool(stride, padding, kernel)(*args)
 
 
 def _composed_backward(fn, composed, gy):

@@ -185,3 +185,62 @@ def test_conv_relu_pool_stack_keeps_the_layout_and_the_readable_numbers(device):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for got, want in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+# -- the fused Conv → ReLU → MaxPool block --------------------------------------------------------
+FUSED_CASES = [((2, 3, 6, 7), (4, 3, 3, 3), 1, 0, 2), ((2, 2, 7, 7), (3, 2, 3, 3), 1, 1, 2),
+               ((1, 2, 6, 6), (3, 2, 1, 1), 1, 0, 3), ((2, 2, 5, 5), (3, 2, 2, 2), 1, 0, 2),
+               ((1, 2, 8, 7), (2, 2, 3, 3), 2, 1, (2, 1))]
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding, k", FUSED_CASES)
+def test_fused_conv_relu_pool_matches_numpy_and_gradchecks(device, xs, ws, stride, padding, k):
+    rng = np.random.default_rng(8)
+    x, W, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+    y = fast.conv2d_relu_max_pool2d(*(mm.tensor(a, device=device) for a in (x, W, b)),
+                                    stride, padding, k)
+    np.testing.assert_allclose(y.numpy(), pool_numpy(np.maximum(conv_numpy(
+        x, W, b, stride, padding), 0), k), rtol=1e-12, atol=1e-12)
+    if device == "cpu":
+        f = lambda x, W, b: fast.conv2d_relu_max_pool2d(x, W, b, stride, padding, k)  # noqa: E731
+        mm.gradcheck(f, [x, W, b])
+        mm.gradgradcheck(f, [x, W, b])
+
+
+def test_fused_block_gradient_equals_the_three_readable_layers_with_ties(device):
+    """Windows whose values are all ≤ 0 (ReLU zeros) and exact ties: the fused block routes
+    every gradient exactly as Conv2d, ReLU and MaxPool2d one after the other."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
+    W = np.zeros((4, 2, 1, 1), np.float32)
+    W[:2] = rng.standard_normal((2, 2, 1, 1))
+    b = np.array([0.0, 0.0, -1.0, 0.5], np.float32)   # channel 2 all negative, 3 all tied
+    g = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    grads = []
+    for run in (lambda x, W, b: fast.conv2d_relu_max_pool2d(x, W, b, 1, 0, 2),
+                lambda x, W, b: F.max_pool2d(F.relu(F.conv2d(x, W, b)), 2)):
+        ts = [mm.tensor(a, device=device, requires_grad=True) for a in (x, W, b)]
+        run(*ts).backward(mm.tensor(g, device=device))
+        grads.append([t.grad.numpy() for t in ts])
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert grads[0][2][2] == 0 and grads[0][2][3] == pytest.approx(g[:, 3].sum(), rel=1e-5)
+
+
+def test_columns_rebuilt_and_chunked_backward_give_the_same_gradients(monkeypatch):
+    """With nothing kept (columns rebuilt in the backward) and ∂L/∂col formed one channel at
+    a time, the gradients are unchanged."""
+    rng = np.random.default_rng(10)
+    x, W, b = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    g = rng.standard_normal((2, 4, 6, 5))
+
+    def grads():
+        ts = [mm.tensor(a, requires_grad=True) for a in (x, W, b)]
+        fast.conv2d(*ts, 1, 1).backward(mm.tensor(g))
+        return [t.grad.numpy() for t in ts]
+    kept = grads()
+    monkeypatch.setattr(fast, "KEEP_COLUMNS_BYTES", 0)
+    monkeypatch.setattr(fast, "DCOL_CHUNK_BYTES", 1)
+    for got, want in zip(grads(), kept):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    mm.gradcheck(lambda x, W, b: fast.conv2d(x, W, b, 1, 1), [x, W, b])

@@ -7,6 +7,7 @@ import importlib
 
 import minimm  # noqa: F401  (imports every layer, so every Function subclass exists)
 import minimm.models  # noqa: F401
+import minimm.nn.fast  # noqa: F401  (the fast kernels' Functions)
 import minimm.train  # noqa: F401
 from minimm.autograd import Function
 
@@ -39,6 +40,13 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "_TiledGather": "test_conv::test_tiled_max_pool_matches_composed_oracle",
     "_TiledScatter": "test_conv::test_tiled_max_pool_matches_composed_oracle",
     "MaskedSoftmax": "test_attention::test_masked_softmax_grad_and_gradgrad",
+    # the fast kernels (minimm.functional.fast), each also tested against its readable twin
+    "Conv2dCHWN": "test_fast_conv::test_conv2d_chwn_gradcheck_and_gradgradcheck",
+    "MaxPool2dCHWN": "test_fast_conv::test_max_pool_chwn_matches_numpy_and_gradchecks",
+    "Conv2dReLUMaxPool": "test_fast_conv::test_fused_conv_relu_pool_matches_numpy_and_gradchecks",
+    "BatchNorm2dFast": "test_fast_layers::test_fast_batch_norm_gradcheck_and_gradgradcheck",
+    "LSTMFast": "test_fast_recurrent::test_fast_lstm_gradcheck_and_gradgradcheck",
+    "MultiHeadAttentionFast": "test_fast_attention::test_fused_mha_function_gradcheck_and_gradgradcheck",
     # a dtype conversion: float64 finite differences cannot see it; its tests pin the dtypes
     "_Cast": "test_autograd::test_float64_array_operand_promotes_forward_but_not_the_leaf_gradient",
 }

@@ -135,7 +135,8 @@ def test_pair_agrees(name):
     source, in order."""
     jupytext = pytest.importorskip("jupytext")
     py, ipynb = CHAPTERS / f"{name}.py", CHAPTERS / f"{name}.ipynb"
-    assert py.exists(), f"chapters/{ipynb.name} has no text source; run: jupytext --sync chapters/{ipynb.name}"
+    assert py.exists(), (f"chapters/{ipynb.name} has no text source; run: "
+                         f"jupytext --sync chapters/{ipynb.name}")
     assert ipynb.exists(), (f"chapters/{py.name} has no notebook; run: "
                             f"jupytext --set-kernel python3 --sync chapters/{py.name}")
     from_py = cells_of(jupytext.reads(committed_text(py), fmt="py:percent"))
@@ -161,7 +162,8 @@ def test_sync_leaves_committed_pairs_unchanged(tmp_path, monkeypatch, newer):
     for name in CHAPTER_NAMES:
         stamp = (chapters / (name + newer)).stat().st_mtime + 10
         os.utime(chapters / (name + newer), (stamp, stamp))
-    run_jupytext(["--sync", *sorted(str(p) for p in chapters.glob("*.ipynb"))], monkeypatch, tmp_path)
+    notebooks = sorted(str(p) for p in chapters.glob("*.ipynb"))
+    run_jupytext(["--sync", *notebooks], monkeypatch, tmp_path)
     changed = sorted(p.name for p in chapters.iterdir() if p.read_bytes() != before.get(p.name))
     assert changed == [], f"jupytext --sync rewrote committed chapter files: {changed}"
 
@@ -175,8 +177,9 @@ def test_sync_after_editing_the_py_keeps_cell_ids(tmp_path, monkeypatch):
     py, ipynb = chapters / f"{name}.py", chapters / f"{name}.ipynb"
     before = json.loads(ipynb.read_text(encoding="utf-8"))
     text = py.read_text(encoding="utf-8")
-    assert text.startswith("# %% [markdown]\n# "), "expected the chapter to open with a markdown cell"
-    py.write_text(text.replace("# %% [markdown]\n# ", "# %% [markdown]\n# EDITED ", 1), encoding="utf-8")
+    opening = "# %% [markdown]\n# "
+    assert text.startswith(opening), "expected the chapter to open with a markdown cell"
+    py.write_text(text.replace(opening, opening + "EDITED ", 1), encoding="utf-8")
     stamp = ipynb.stat().st_mtime + 10
     os.utime(py, (stamp, stamp))
     run_jupytext(["--sync", str(ipynb)], monkeypatch, tmp_path)
@@ -207,7 +210,7 @@ def test_strip_tool_undoes_a_run(tmp_path):
                          encoding="utf-8")
         assert unstripped_cells(json.loads(saved.read_text(encoding="utf-8")))
         assert strip_tool.main([str(saved)]) == 0
-        assert saved.read_text(encoding="utf-8") == committed, f"{path.name}: strip left a difference"
+        assert saved.read_text(encoding="utf-8") == committed, f"{path.name}: not as committed"
         assert strip_tool.strip_file(saved) is False  # stripping a clean notebook is a no-op
 
 

@@ -8,7 +8,9 @@ import pytest
 
 import minimm as mm
 from minimm import bench, optim
-from minimm.__main__ import build_parser, run_demo, spiral_data
+from minimm.__main__ import build_parser
+from minimm.data.spiral import spiral_data
+from minimm.experiments.spiral import run_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

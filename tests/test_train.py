@@ -1,5 +1,6 @@
-"""Training (minimm.train), plots (minimm.plot) and the `train` / `evaluate` commands, on tiny
-synthetic data and a tiny CIFAR-format archive built in tmp_path."""
+"""Training (minimm.train: fit, evaluate, Callback, checkpoints), the CIFAR-10 case study
+(minimm.experiments.cifar10), plots (minimm.plot) and the `train` / `evaluate` commands, on
+tiny synthetic data and a tiny CIFAR-format archive built in tmp_path."""
 import json
 import os
 import sys
@@ -12,7 +13,9 @@ from minimm import optim, plot
 from minimm.__main__ import main
 from minimm.data import caption_vocabulary
 from minimm.models import MultiModalModel
-from minimm.train import History, as_dataset, caption_dataset, epoch_permutation, evaluate, fit
+from minimm.data.loader import Loader, epoch_permutation
+from minimm.experiments.cifar10 import Objective, as_dataset, caption_dataset
+from minimm.train import Callback, History, NonFiniteLossError, evaluate, fit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cifar_fixture import write_cifar_archive  # noqa: E402
@@ -39,14 +42,14 @@ def test_fit_learns_a_separable_task(device):
     # every caption names its class: the text model must learn the words -> classes table
     labels = np.random.default_rng(0).integers(0, 10, 80)
     data = caption_dataset(None, labels, 0, max_len=8, p_true=1.0, p_wrong=0.0)
-    del data["images"]
+    assert "images" not in data
     model = small_model("text", multitask=False)
     history = fit(model, data, data, epochs=12, batch_size=16, device=device, progress=False,
-                  optimizer=optim.Adam(model.parameters(), lr=3e-2))
+                  optimizer=optim.Adam(model.parameters(), lr=3e-2), loss_fn=Objective())
     h = history.history
     assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time",
                       "train_time"}
-    assert len(history) == 12 and history.epoch == list(range(12))
+    assert len(history) == 12 and history.epoch == list(range(1, 13))     # as the bar counts
     assert h["loss"][-1] < 0.2 * h["loss"][0], h["loss"]
     assert h["val_accuracy"][-1] >= 0.95, h["val_accuracy"]
     assert all(0 < t <= e for t, e in zip(h["train_time"], h["epoch_time"]))
@@ -56,8 +59,8 @@ def test_fit_learns_a_separable_task(device):
 def test_multitask_history_parts_add_up(device):
     data = tiny_data(16)
     model = small_model("text", multitask=True)
-    history = fit(model, data, data, epochs=2, batch_size=8, lam=1e-3, device=device,
-                  progress=False, task_weights={"super": 0.5})
+    history = fit(model, data, data, epochs=2, batch_size=8, device=device, progress=False,
+                  loss_fn=Objective(lam=1e-3, task_weights={"super": 0.5}))
     h = history.history
     for key in ("class_loss", "super_loss", "super_accuracy", "reg_loss"):
         assert key in h and "val_" + key in h
@@ -80,8 +83,8 @@ def test_resume_is_bit_identical_to_uninterrupted(device, tmp_path):
     def run(epochs, **kw):
         model = small_model("multimodal", multitask=True)
         opt = optim.Adam(model.parameters(), lr=1e-2)
-        history = fit(model, data, val, epochs=epochs, batch_size=8, optimizer=opt, lam=1e-4,
-                      device=device, progress=False, seed=7, **kw)
+        history = fit(model, data, val, epochs=epochs, batch_size=8, optimizer=opt,
+                      loss_fn=Objective(lam=1e-4), device=device, progress=False, seed=7, **kw)
         return model, history
 
     run(1, checkpoint_path=ckpt)                              # interrupted after epoch 1 …
@@ -106,7 +109,8 @@ def test_resume_without_checkpoint_warns_and_starts(device, tmp_path):
     data = tiny_data(8)
     with pytest.warns(UserWarning, match="no checkpoint at"):
         h = fit(small_model("text"), data, epochs=1, batch_size=8, device=device,
-                progress=False, checkpoint_path=str(tmp_path / "none.npz"), resume=True)
+                progress=False, checkpoint_path=str(tmp_path / "none.npz"), resume=True,
+                loss_fn=Objective())
     assert len(h) == 1 and os.path.exists(tmp_path / "none.npz")
 
 
@@ -115,18 +119,18 @@ def test_callbacks_can_stop_training(device):
 
     def stop_after_two(epoch, logs, model):
         seen.append((epoch, sorted(logs)))
-        return epoch == 1
+        return epoch == 2
 
     h = fit(small_model("text", False), tiny_data(8), epochs=5, batch_size=4, device=device,
-            progress=False, callbacks=[stop_after_two])
-    assert len(h) == 2 and [e for e, _ in seen] == [0, 1]
+            progress=False, callbacks=[stop_after_two], loss_fn=Objective())
+    assert len(h) == 2 and [e for e, _ in seen] == [1, 2]                 # epochs count from 1
     assert "loss" in seen[0][1] and "epoch_time" in seen[0][1]
 
 
 def test_evaluate_outputs(device):
     data = tiny_data(10)
     model = small_model("multimodal", multitask=True).to(device)
-    result = evaluate(model, data, batch_size=4)
+    result = evaluate(model, data, Objective(), batch_size=4)
     P = result["probabilities"]
     assert P.shape == (10, 10) and P.dtype == np.float32
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-5)
@@ -141,7 +145,7 @@ def test_evaluate_outputs(device):
     assert result["loss"] == pytest.approx(ce + ce_super, rel=1e-4)
     assert result["super_accuracy"] == np.mean(S.argmax(axis=1) == data["superlabels"])
     # batch size does not change the answer
-    again = evaluate(model, data, batch_size=3)
+    again = evaluate(model, data, Objective(), batch_size=3)
     np.testing.assert_allclose(again["probabilities"], P, rtol=1e-5, atol=1e-6)
 
 
@@ -150,22 +154,31 @@ def test_data_formats_and_errors(device):
     as_tuple = (data["images"], data["ids"], data["lengths"], data["labels"])
     assert sorted(as_dataset(as_tuple)) == ["ids", "images", "labels", "lengths"]
     model = small_model("image", multitask=False)
-    h = fit(model, as_tuple, epochs=1, batch_size=4, device=device, progress=False)
+    h = fit(model, as_dataset(as_tuple), epochs=1, batch_size=4, device=device, progress=False,
+            loss_fn=Objective())
     assert len(h) == 1
-    with pytest.raises(ValueError, match=r"fit: data arrays must share their first dimension, "
-                                         r"got images \(6, 3, 32, 32\), .*labels \(5,\)"):
-        fit(model, {**data, "labels": data["labels"][:5]}, epochs=1, progress=False)
-    with pytest.raises(ValueError, match="fit: the data has no 'labels'"):
-        fit(model, {"images": data["images"]}, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"Loader: data arrays must share their first "
+                                         r"dimension, got images \(6, 3, 32, 32\), .*labels \(5,\)"):
+        fit(model, {**data, "labels": data["labels"][:5]}, epochs=1, progress=False,
+            loss_fn=Objective())
+    with pytest.raises(ValueError, match="cifar10.Objective: the batch has no 'labels'"):
+        fit(model, {"images": data["images"]}, epochs=1, progress=False, loss_fn=Objective())
+    with pytest.raises(ValueError, match="the data has no 'labels'"):
+        as_dataset({"images": data["images"]})
     with pytest.raises(ValueError, match=r"unknown data keys \['captions'\]"):
         as_dataset({**data, "captions": data["labels"]})
-    with pytest.raises(ValueError, match="fit/evaluate: the model has a superclass head but "
-                                         "the data has no 'superlabels'"):
-        fit(small_model("text", True), data, epochs=1, device=device, progress=False)
+    with pytest.raises(ValueError, match="cifar10.Objective: the model has a superclass head "
+                                         "but the data has no 'superlabels'"):
+        fit(small_model("text", True), data, epochs=1, device=device, progress=False,
+            loss_fn=Objective())
     with pytest.raises(ValueError, match="fit: resume=True needs a checkpoint_path"):
-        fit(model, data, resume=True, progress=False)
-    with pytest.raises(ValueError, match="fit: lam must be >= 0"):
-        fit(model, data, lam=-1.0, progress=False)
+        fit(model, data, resume=True, progress=False, loss_fn=Objective())
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="cifar10.Objective: lam must be a finite number"):
+            Objective(lam=bad)
+    with pytest.raises(TypeError, match="MultiModalModel has no loss\\(batch\\) method; pass "
+                                        "loss_fn"):
+        fit(model, data, progress=False)
 
 
 def test_history_json_round_trip(device, tmp_path):
@@ -174,9 +187,9 @@ def test_history_json_round_trip(device, tmp_path):
     h.append({"loss": 1.5, "accuracy": 0.5})
     h.to_json(tmp_path / "h.json")
     assert json.loads((tmp_path / "h.json").read_text()) == {
-        "epoch": [0, 1], "loss": [2.0, 1.5], "accuracy": [0.25, 0.5]}
+        "epoch": [1, 2], "loss": [2.0, 1.5], "accuracy": [0.25, 0.5]}
     again = History(h.state_dict())
-    assert again.history == h.history and again.epoch == [0, 1]
+    assert again.history == h.history and again.epoch == [1, 2]
     assert os.listdir(tmp_path) == ["h.json"]                 # no temporary file left
 
 
@@ -217,14 +230,16 @@ def test_cli_train_quick_then_evaluate(device, archive, tmp_path, capsys):
     assert code == 0
     captured = capsys.readouterr()
     assert "epoch 1/1" in captured.err and "batch" in captured.err          # the tqdm bar
+    assert "epoch 1/1 val" in captured.err                   # the evaluation has its own bar
     assert "test accuracy" in captured.out
     files = sorted(os.listdir(out))
-    assert {"history.json", "metrics.json", "model.npz", "accuracy.png",
+    assert {"history.json", "metrics.json", "model.npz", "accuracy.png", "loss.png",
             "confusion.png"} <= set(files)
     assert not [f for f in files if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     history = json.loads((out / "history.json").read_text())
     assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time"} <= set(history)
-    assert history["epoch"] == [0]                                            # --quick: 1 epoch
+    assert history["epoch"] == [1]                         # --quick: 1 epoch, counted as shown
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_accuracy", "task_accuracy", "macro_f1", "macro_auc", "model", "epochs",
                 "train_samples", "seconds", "confusion_matrix"):
@@ -239,7 +254,7 @@ def test_cli_train_quick_then_evaluate(device, archive, tmp_path, capsys):
     assert ckpt["config"]["caption_seed"] == 0 and ckpt["config"]["test_samples"] == 40
 
     code = main(["evaluate", "--checkpoint", str(out / "model.npz"), "--data", archive,
-                 "--device", device])
+                 "--device", device, "--json"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["test_accuracy"] == metrics["test_accuracy"]
@@ -257,19 +272,21 @@ def test_cli_multitask_resume_and_limits(device, archive, tmp_path, capsys):
     err = capsys.readouterr().err          # no bar: one line per epoch instead
     assert "epoch 1/1 loss " in err and "epoch 2/2 loss " in err and "val_accuracy" in err
     history = json.loads((out / "history.json").read_text())
-    assert history["epoch"] == [0, 1] and "val_super_accuracy" in history
+    assert history["epoch"] == [1, 2] and "val_super_accuracy" in history
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["superclass_source"] == "super_head" and metrics["epochs"] == 2
     assert metrics["train_samples"] == 48 and metrics["test_samples"] == 20
     assert mm.load(out / "model.npz")["epoch"] == 2
     capsys.readouterr()
-    evaluated = main(["evaluate", "--checkpoint", str(out / "model.npz"), "--data", archive])
+    evaluated = main(["evaluate", "--checkpoint", str(out / "model.npz"), "--data", archive,
+                      "--json"])
     assert evaluated == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_cli_errors_and_missing_matplotlib(device, archive, tmp_path, capsys, monkeypatch):
-    assert main(["train", "--out", str(tmp_path / "x"), "--device", device]) == 2
+    assert main(["train", "--out", str(tmp_path / "x"), "--device", device,
+                 "--cache-dir", str(tmp_path / "empty-cache")]) == 2
     err = capsys.readouterr().err
     assert "no CIFAR-10 data given: pass --data PATH" in err and "--download" in err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz"), "--data",

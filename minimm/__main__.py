@@ -50,18 +50,6 @@ def _add_device(p):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
 
-def _add_data(p):
-    g = p.add_argument_group("data (CIFAR-10)")
-    g.add_argument("--data", default=None, metavar="PATH",
-                   help="cifar-10-binary.tar.gz or its extracted folder")
-    g.add_argument("--download", action="store_true",
-                   help="download the official archive into the cache (once)")
-    g.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="the cache folder (default $MINIMM_CACHE_DIR or ~/.cache/minimm)")
-    g.add_argument("--url", default=None, help="where --download fetches the archive from "
-                   "(default $MINIMM_CIFAR10_URL or the official URL)")
-
-
 # -- the commands -------------------------------------------------------------------------------
 def demo(args):
     from .experiments.spiral import run_demo
@@ -79,14 +67,17 @@ def bench(args):
 
 
 def train(args):
+    import numpy as np
+
     from .train import NonFiniteLossError
     args.device = _device(args.device)
     args.out = args.out or os.path.join("runs", args.model)
     _folder(args.out, "--out")
-    try:
-        experiments.EXPERIMENTS[args.model].train(args)
+    try:                # fit reports a nan or inf itself: no NumPy warnings before its line
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            experiments.EXPERIMENTS[args.model].train(args)
     except NonFiniteLossError as e:
-        raise UsageError(f"{e} (--lr {args.lr})") from e
+        raise UsageError(f"{e} (this run: --lr {args.lr:g})") from e
 
 
 def evaluate(args):
@@ -149,7 +140,7 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one line per epoch")
     _add_device(p)
-    _add_data(p)
+    experiments.cifar10.add_data_arguments(p)
     for experiment in experiments.modules():
         experiment.add_arguments(p)
     p.set_defaults(func=train)
@@ -164,7 +155,7 @@ def build_parser():
     p.add_argument("--metrics", default=None, metavar="FILE",
                    help="also write all the metrics to FILE as JSON")
     _add_device(p)
-    _add_data(p)
+    experiments.cifar10.add_data_arguments(p)
     p.set_defaults(func=evaluate)
     return parser
 

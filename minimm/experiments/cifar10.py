@@ -266,6 +266,19 @@ def add_arguments(parser):
     g.add_argument("--max-len", type=positive_int, default=16, help="caption length in tokens")
 
 
+def add_data_arguments(parser):
+    """Where the data comes from: options of ``train`` and ``evaluate``."""
+    g = parser.add_argument_group("data (CIFAR-10)")
+    g.add_argument("--data", default=None, metavar="PATH",
+                   help="cifar-10-binary.tar.gz or its extracted folder")
+    g.add_argument("--download", action="store_true",
+                   help="download the official archive into the cache (once)")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="the cache folder (default $MINIMM_CACHE_DIR or ~/.cache/minimm)")
+    g.add_argument("--url", default=None, help="where --download fetches the archive from "
+                   "(default $MINIMM_CIFAR10_URL or the official URL)")
+
+
 NO_DATA_HELP = ("pass --data PATH (the official cifar-10-binary.tar.gz or its extracted "
                 "cifar-10-batches-bin folder), or --download to fetch it once from {url} into "
                 "the cache {cache} (MD5-verified; later runs find it there). Offline, copy the "
@@ -400,4 +413,5 @@ def evaluate(args, ckpt, say=print):
 
 __all__ = ["as_dataset", "caption_dataset", "model_inputs", "Objective", "MODELS",
            "register_model", "metrics_json", "write_plots", "summary", "add_arguments",
+           "add_data_arguments",
            "load_data", "train", "evaluate", "DATA_KEYS"]

@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from . import experiments
 from .errors import UsageError
 from .experiments import (names, non_negative_int, positive_float, positive_int,
@@ -46,10 +48,6 @@ def _folder(path, flag):
         raise UsageError(f"{flag} {path}: cannot create the folder ({e})") from e
 
 
-def _add_device(p):
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-
-
 # -- the commands -------------------------------------------------------------------------------
 def demo(args):
     from .experiments.spiral import run_demo
@@ -67,14 +65,12 @@ def bench(args):
 
 
 def train(args):
-    import numpy as np
-
     from .train import NonFiniteLossError
     args.device = _device(args.device)
     args.out = args.out or os.path.join("runs", args.model)
     _folder(args.out, "--out")
     try:                # fit reports a nan or inf itself: no NumPy warnings before its line
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(all="ignore"):
             experiments.EXPERIMENTS[args.model].train(args)
     except NonFiniteLossError as e:
         raise UsageError(f"{e} (this run: --lr {args.lr:g})") from e
@@ -107,7 +103,7 @@ def build_parser():
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--lr", type=positive_float, default=0.01)
     p.add_argument("--seed", type=non_negative_int, default=0)
-    _add_device(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=demo)
 
     p = sub.add_parser("bench", help="time train steps of the reference models (side by side "
@@ -119,7 +115,7 @@ def build_parser():
     p.add_argument("--only", type=names, default=None, metavar="NAME,...",
                    help="benchmarks to run (default: all registered: image, text, fused, …)")
     p.add_argument("--seed", type=non_negative_int, default=0)
-    _add_device(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=bench)
 
     p = sub.add_parser("train", help="train a model of a case study (default: the article's "
@@ -139,7 +135,7 @@ def build_parser():
                    "images, 1 epoch")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one line per epoch")
-    _add_device(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     experiments.cifar10.add_data_arguments(p)
     for experiment in experiments.modules():
         experiment.add_arguments(p)
@@ -154,7 +150,7 @@ def build_parser():
                    help="print all the metrics as JSON instead of the summary")
     p.add_argument("--metrics", default=None, metavar="FILE",
                    help="also write all the metrics to FILE as JSON")
-    _add_device(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     experiments.cifar10.add_data_arguments(p)
     p.set_defaults(func=evaluate)
     return parser
@@ -170,6 +166,10 @@ def main(argv=None):
         args.func(args)
     except UsageError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory: use smaller sizes (--batch-size, --limit-train, lengths, "
+              "hidden sizes)", file=sys.stderr)
         return 2
     return 0
 

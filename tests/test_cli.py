@@ -131,6 +131,7 @@ import shutil  # noqa: E402
 from minimm import experiments  # noqa: E402
 from minimm.__main__ import main  # noqa: E402
 from minimm.data import cifar10  # noqa: E402
+from minimm.experiments import cifar10 as cifar10_experiment  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cifar_fixture import write_cifar_archive  # noqa: E402
@@ -140,7 +141,8 @@ BAD = {experiments.positive_int: ["0", "-1", "1.5", "nan", "inf", "1e3", "abc", 
        experiments.positive_float: ["0", "-0.001", "nan", "inf", "-inf", "abc", ""],
        experiments.non_negative_float: ["-1e-9", "nan", "inf", "-inf", "x"],
        experiments.positive_ints: ["0", "a,b", "32,-1", ",", "nan"],
-       experiments.names: [",", " , "]}
+       experiments.names: [",", " , "],
+       cifar10_experiment.MAX_LEN: ["0", "257", "-1", "nan", "16.5", "x"]}
 REQUIRED = {"evaluate": ["--checkpoint", "nowhere.npz"]}
 
 
@@ -214,6 +216,16 @@ def test_unknown_choices_and_options_are_one_line_too(device, capsys, no_data):
         assert main(argv) == 2, argv
         one_error_line(capsys.readouterr().err)
     assert main(["train", "--help"]) == 0 and "--cache-dir" in capsys.readouterr().out
+
+
+def test_out_of_memory_is_one_line(device, capsys, monkeypatch):
+    from minimm.experiments import spiral
+
+    def too_big(*args, **kwargs):
+        raise MemoryError()
+    monkeypatch.setattr(spiral, "run_demo", too_big)
+    assert main(["demo", "--hidden", "1000000000"]) == 2
+    assert "out of memory: use smaller sizes" in one_error_line(capsys.readouterr().err)
 
 
 def test_a_missing_gpu_is_one_line(device, capsys, no_data):

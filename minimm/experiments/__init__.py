@@ -60,6 +60,11 @@ def _number(cast, ok, want):
     return parse
 
 
+def int_in(low, high):
+    """An integer in low..high (a length beyond ``high`` only wastes memory and time)."""
+    return _number(int, lambda v: low <= v <= high, f"an integer in {low}..{high}")
+
+
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
@@ -89,6 +94,6 @@ def names(text):
 
 from . import cifar10  # noqa: E402  (registers multimodal, image, text)
 
-__all__ = ["EXPERIMENTS", "register", "modules", "for_checkpoint", "positive_int",
+__all__ = ["EXPERIMENTS", "register", "modules", "for_checkpoint", "int_in", "positive_int",
            "non_negative_int", "positive_float", "non_negative_float", "positive_ints",
            "names", "cifar10"]

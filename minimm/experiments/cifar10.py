@@ -34,10 +34,11 @@ from ..errors import UsageError
 from ..models import MultiModalModel
 from ..models.multimodal import MODES
 from ..train import PrintEpochs, evaluate as evaluate_model, fit, load_checkpoint, restore
-from . import non_negative_float, non_negative_int, positive_int, register
+from . import int_in, non_negative_float, non_negative_int, positive_int, register
 
 DATA_KEYS = ("images", "ids", "lengths", "labels", "superlabels")
 QUICK_TRAIN, QUICK_TEST = 2000, 500
+MAX_LEN = int_in(1, 256)          # the --max-len type
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -263,7 +264,8 @@ def add_arguments(parser):
                    help="use the first N test images")
     g.add_argument("--caption-seed", type=non_negative_int, default=0,
                    help="train captions use it, test captions it + 1")
-    g.add_argument("--max-len", type=positive_int, default=16, help="caption length in tokens")
+    g.add_argument("--max-len", type=MAX_LEN, default=16, help="caption length in tokens "
+                   "(a caption is a few words)")
 
 
 def add_data_arguments(parser):

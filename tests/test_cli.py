@@ -387,6 +387,13 @@ def test_missing_data_always_names_the_remedy(device, tmp_path, capsys, monkeypa
         for remedy in ("pass --data PATH", "--download to fetch it once from", str(cache),
                        "Offline, copy the archive"):
             assert remedy in line, (remedy, line)
+    # a broken cache is named as such, not as "no data given"
+    (cache / "cifar-10-batches-bin").mkdir(parents=True)
+    (cache / "cifar-10-batches-bin" / "data_batch_1.bin").write_bytes(b"x")
+    assert main(["train", "--out", str(tmp_path / "o"), "--cache-dir", str(cache)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: cannot load CIFAR-10 ("), line         # with its reason
+    assert "pass --data PATH" in line
 
 
 def test_cache_dir_and_url_reach_load_cifar10(device, tmp_path, monkeypatch, capsys):

@@ -81,6 +81,7 @@ class Loader:
     transform:  ``transform(batch, rng) -> batch``, applied to each batch on the host (data
                 augmentation, for instance). ``rng`` is ``np.random.default_rng((seed, epoch,
                 index, rank))``: a batch is transformed the same way each time it is read.
+                It returns new arrays: without shuffling a batch's arrays are views of ``data``.
     drop_last:  skip the smaller last batch. With sharding, drop the last N mod
                 (world_size · batch_size) rows of the order instead, so that every rank gets
                 the same number of full batches (what data-parallel training needs).

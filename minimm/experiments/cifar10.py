@@ -299,8 +299,10 @@ def load_data(args):
         return cifar10.load_cifar10(download=args.download, **where)
     except (OSError, ValueError, EOFError) as e:
         url = args.url or os.environ.get("MINIMM_CIFAR10_URL") or cifar10.URL
-        remedy = NO_DATA_HELP.format(url=url, cache=cifar10.cache_dir(args.cache_dir))
-        if args.data is None and not args.download and isinstance(e, FileNotFoundError):
+        cache = cifar10.cache_dir(args.cache_dir)
+        remedy = NO_DATA_HELP.format(url=url, cache=cache)
+        cached = [os.path.join(cache, n) for n in (cifar10.FOLDER_NAME, cifar10.ARCHIVE_NAME)]
+        if args.data is None and not args.download and not any(map(os.path.exists, cached)):
             raise UsageError(f"no CIFAR-10 data given: {remedy}") from e
         raise UsageError(f"cannot load CIFAR-10 ({e}); {remedy}") from e
 

@@ -167,7 +167,9 @@ MODELS = {}   # --model name -> (build(args, vocab_size, rng) -> model, rebuild(
 def register_model(name, build, rebuild):
     """Make ``python -m minimm train --model name`` train ``build(args, vocab_size, rng)`` in
     this case study (captioned CIFAR-10, :class:`Objective`, its metrics and plots), and
-    ``evaluate`` rebuild it from a checkpoint's config with ``rebuild(config)``."""
+    ``evaluate`` rebuild it from a checkpoint's config with ``rebuild(config)``. The model is
+    called as ``model(images, ids, lengths)`` -> logits, or (logits, super_logits) when its
+    ``multitask`` attribute is True, and has ``config()`` with at least "num_classes"."""
     MODELS[name] = (build, rebuild)
     register(name, sys.modules[__name__])
 
@@ -404,12 +406,13 @@ def evaluate(args, ckpt, say=print):
     limit = args.limit_test or int(config.get("test_samples", len(y_test)))
     x_test, y_test = x_test[:limit], y_test[:limit]
     test_set = caption_dataset(x_test, y_test, int(config["caption_seed"]) + 1, vocab,
-                               int(config["max_len"]), superlabels=model.multitask,
+                               int(config["max_len"]),
+                               superlabels=getattr(model, "multitask", False),
                                p_true=config.get("p_true"), p_wrong=config.get("p_wrong"))
     result = evaluate_model(model, test_set, Objective.from_config(ckpt.get("fit", {})),
                             args.batch_size, progress=True)
     out = metrics_json(result, model.config())
-    out.update({"model": kind, "multitask": model.multitask,
+    out.update({"model": kind, "multitask": getattr(model, "multitask", False),
                 "epochs": int(ckpt.get("epoch", 0)), "test_samples": len(y_test),
                 "checkpoint": args.checkpoint})
     return out

@@ -61,12 +61,14 @@ class ResNet9(nn.Module):
         return self.head(self.flatten(self.pool(x))) * self.scale
 
     def config(self):
-        return {"num_classes": self.num_classes, "widths": list(self.widths),
+        """The constructor's arguments as numbers and a string (saved with a checkpoint)."""
+        return {"num_classes": self.num_classes, "widths": ",".join(map(str, self.widths)),
                 "scale": self.scale}
 
     @classmethod
     def from_config(cls, config, rng=None):
-        return cls(int(config["num_classes"]), tuple(int(w) for w in config["widths"]),
+        return cls(int(config["num_classes"]), tuple(int(w) for w in str(config["widths"])
+                                                     .split(",")),
                    float(config.get("scale", 0.125)), rng=rng)
 
     def extra_repr(self):

@@ -6,6 +6,8 @@
 rounding); :func:`disable_fast_kernels` restores the readable ones. (A stop-gap until the
 layers dispatch to the fast kernels themselves.)
 """
+import contextlib
+
 from .. import functional as F
 from ..functional.fast import attention as fast_attention
 from ..functional.fast import conv as fast_conv
@@ -68,6 +70,28 @@ def multi_head_attention_forward(module, q, k, v, mask=None, key_padding_mask=No
         num_heads=module.num_heads, allowed=allowed)
     module.attn_weights = weights
     return y
+
+
+@contextlib.contextmanager
+def fast_kernels():
+    """``with fast_kernels(): ...`` runs the block on the fast kernels and restores whatever
+    was in place before, even after an error."""
+    before = _current()
+    enable_fast_kernels()
+    try:
+        yield
+    finally:
+        _restore(before)
+
+
+def _current():
+    return (F.conv2d, F.lstm, F.batch_norm, MaxPool2d.__dict__["pool"],
+            MultiHeadAttention.forward, Sequential.forward)
+
+
+def _restore(state):
+    F.conv2d, F.lstm, F.batch_norm, pool, MultiHeadAttention.forward, Sequential.forward = state
+    MaxPool2d.pool = pool
 
 
 def enable_fast_kernels():

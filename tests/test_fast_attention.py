@@ -118,3 +118,23 @@ def test_fused_mha_falls_back_to_the_readable_path_with_dropout(device):
     np.testing.assert_array_equal(y.numpy(), m(x, x, x).numpy())
     with pytest.raises(ValueError, match="q must have shape"):
         multi_head_attention_forward(m, mm.tensor(np.zeros((2, 4, 3))), x, x)
+
+
+@pytest.mark.parametrize("call", ["self", "cross"])
+def test_fused_mha_backward_in_batch_chunks_gives_the_same_gradients(call, monkeypatch):
+    rng = np.random.default_rng(8)
+    m = _module(8, 2)
+    arrays, _, allowed = _inputs(call, rng, "cpu")
+    self_attention = arrays[0] is arrays[1]
+    ins = [arrays[0]] if self_attention else list(arrays)
+    params = [t.data for t in (m.W_q, m.W_k, m.W_v, m.W_o, m.b_q, m.b_k, m.b_v, m.b_o)]
+
+    def grads():
+        ts = [mm.tensor(a, requires_grad=True) for a in ins + params]
+        y = fast.MultiHeadAttentionFast(2, allowed, self_attention)(*ts)
+        y.backward(mm.tensor(np.random.default_rng(9).standard_normal(y.shape)))
+        return [t.grad.numpy() for t in ts]
+    whole = grads()
+    monkeypatch.setattr(fast, "SCORES_CHUNK_BYTES", 1)          # one batch row at a time
+    for got, want in zip(grads(), whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -50,6 +50,30 @@ def _matmul_into(a, b, out, xp):
         out[...] = a @ b
 
 
+# the backward forms ∂L/∂S (B, h, L_q, L_k) for this many bytes' worth of batch rows at a
+# time, so that its temporaries stay small beside the weights the module keeps
+SCORES_CHUNK_BYTES = 4 * 2 ** 20
+
+
+def _heads_backward(P, gO, O, Q, K, V, gQ, gK, gV, xp):
+    """∂L/∂Q_i, ∂L/∂K_i, ∂L/∂V_i (written into gQ, gK, gV, all (B, h, L, d_k) views) from the
+    weights P, ∂L/∂O and O, a few batch rows at a time:
+
+        r = rowsum(∂L/∂O ⊙ O),  ∂L/∂S = P ⊙ (∂L/∂O Vᵀ − r),
+        ∂L/∂Q = ∂L/∂S K,  ∂L/∂K = ∂L/∂Sᵀ Q,  ∂L/∂V = Pᵀ ∂L/∂O."""
+    B = P.shape[0]
+    step = max(1, SCORES_CHUNK_BYTES // max(1, P[0].size * P.itemsize))
+    for b0 in range(0, B, step):
+        s = slice(b0, b0 + step)
+        r = _rowsum(gO[s] * O[s], xp)            # Σ_d ∂L/∂O ⊙ O = Σ_j ∂L/∂P ⊙ P
+        gS = gO[s] @ V[s].transpose(0, 1, 3, 2)  # ∂L/∂P
+        gS -= r
+        gS *= P[s]                               # ∂L/∂S (of the scaled scores)
+        _matmul_into(gS, K[s], gQ[s], xp)
+        _matmul_into(gS.transpose(0, 1, 3, 2), Q[s], gK[s], xp)
+        _matmul_into(P[s].transpose(0, 1, 3, 2), gO[s], gV[s], xp)
+
+
 class MultiHeadAttentionFast(Function):
     """y = Concat_i(softmax(Q_i K_iᵀ/√d_k) V_i) W_o + b_o for inputs (x, W_q, W_k, W_v, W_o,
     b_q, b_k, b_v, b_o) when ``self_attention`` (q = k = v = x), else (q, k, v, W_q, …).
@@ -123,18 +147,17 @@ class MultiHeadAttentionFast(Function):
         gb_o = _rowsum(gy2.T, xp).reshape(E)
         gO = (gy2 @ W_o.T).reshape(B, L_q, h, d).transpose(0, 2, 1, 3)   # (B, h, L_q, d)
         Oh = O2.reshape(B, L_q, h, d).transpose(0, 2, 1, 3)
-        r = _rowsum(gO * Oh, xp)                 # Σ_d ∂L/∂O ⊙ O = Σ_j ∂L/∂P ⊙ P
-        gS = gO @ Vh.transpose(0, 1, 3, 2)       # ∂L/∂P
-        gS -= r
-        gS *= P                                  # ∂L/∂S (of the scaled scores)
         scale = self.scale
         if self.self_attention:
             x2, W_qkv, QKV = self.saved_in
             gQKV = xp.empty(QKV.shape, dtype=QKV.dtype)               # (B, L, 3, h, d)
-            gq, gk, gv = (gQKV[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
-            _matmul_into(gS, Kh, gq, xp)
-            _matmul_into(gS.transpose(0, 1, 3, 2), Qh, gk, xp)
-            _matmul_into(P.transpose(0, 1, 3, 2), gO, gv, xp)
+            heads = [gQKV[:, :, j].transpose(0, 2, 1, 3) for j in range(3)]
+        else:
+            L_k = Kh.shape[2]
+            blocks = [xp.empty((B, L, h, d), dtype=P.dtype) for L in (L_q, L_k, L_k)]
+            heads = [b_.transpose(0, 2, 1, 3) for b_ in blocks]
+        _heads_backward(P, gO, Oh, Qh, Kh, Vh, *heads, xp)
+        if self.self_attention:
             g2 = gQKV.reshape(B * L_q, 3 * E)
             gx = g2 @ W_qkv.T
             gW = x2.T @ g2
@@ -143,12 +166,10 @@ class MultiHeadAttentionFast(Function):
             gbs = [gb[:E] * scale, gb[E:2 * E], gb[2 * E:]]
             gxs = [Tensor(gx.reshape(B, L_q, E))]
         else:
-            projs = self.saved_in
-            grads = [gS @ Kh, gS.transpose(0, 1, 3, 2) @ Qh, P.transpose(0, 1, 3, 2) @ gO]
             gxs, gWs, gbs = [], [], []
-            for t, Wt, gp, sc in zip(self.inputs[:3], (W_q, W_k, W_v), grads,
+            for t, Wt, b_, sc in zip(self.inputs[:3], (W_q, W_k, W_v), blocks,
                                      (scale, 1, 1)):
-                g2 = xp.ascontiguousarray(gp.transpose(0, 2, 1, 3)).reshape(-1, E)
+                g2 = b_.reshape(-1, E)
                 gxs.append(Tensor((g2 @ (Wt.T * sc)).reshape(t.shape)))
                 gWs.append(t.data.reshape(-1, E).T @ g2 * sc)
                 gbs.append(_rowsum(g2.T, xp).reshape(E) * sc)

@@ -123,6 +123,22 @@ KEEP_COLUMNS_BYTES = 16 * 2 ** 20
 DCOL_CHUNK_BYTES = 4 * 2 ** 20
 
 
+# The three matrix products, named so that a profiler (benchmarks/phases.py) can time them
+def conv_forward_matmul(W2, col):
+    """Y = W₂ col."""
+    return W2 @ col
+
+
+def conv_backward_dW(g, col):
+    """∂L/∂W₂ = ∂L/∂Y colᵀ."""
+    return g @ col.T
+
+
+def conv_backward_dcol(W2, g):
+    """∂L/∂col = W₂ᵀ ∂L/∂Y."""
+    return W2.T @ g
+
+
 class _ConvCore:
     """The array work of a CHWN convolution, shared by :class:`Conv2dCHWN` and
     :class:`Conv2dReLUMaxPool`: ``forward`` -> Y (C_out, OH·OW·N); ``backward`` -> the
@@ -142,7 +158,7 @@ class _ConvCore:
         W2 = W.reshape(C_out, -1)
         if self.ones:
             W2 = xp.concatenate([W2, b.reshape(C_out, 1)], axis=1)
-        y = W2 @ col                                           # (C_out, OH·OW·N): CHWN
+        y = conv_forward_matmul(W2, col)                       # (C_out, OH·OW·N): CHWN
         if b is not None and not self.ones:
             y += b.reshape(C_out, 1)
         # ∂L/∂W needs the columns: keep them if they are small, else rebuild them then
@@ -162,7 +178,7 @@ class _ConvCore:
         gx = gW = gb = None
         if needs_w or needs_b:
             col = self.col if self.col is not None else self.columns(to_chwn(x_data))
-            dWb = g @ col.T                                    # ∂L/∂[W₂ b] = ∂L/∂Y [col; 1]ᵀ
+            dWb = conv_backward_dW(g, col)                     # ∂L/∂[W₂ b] = ∂L/∂Y [col; 1]ᵀ
             del col
             if needs_w:
                 gW = xp.ascontiguousarray(dWb[:, :K]).reshape(W.shape)
@@ -174,14 +190,14 @@ class _ConvCore:
             W2 = W.reshape(C_out, -1)
             C, H, Wd, N = self.x_shape
             if self.pointwise:                                 # col was x: col2im is a reshape
-                gx = (W2.T @ g).reshape(C, H, Wd, N)
+                gx = conv_backward_dcol(W2, g).reshape(C, H, Wd, N)
             else:
                 kk = self.kernel[0] * self.kernel[1]
                 gx = xp.zeros((C, H, Wd, N), dtype=g.dtype)
                 step = max(1, DCOL_CHUNK_BYTES // max(1, kk * g.shape[1] * g.itemsize))
                 for c0 in range(0, C, step):                   # W₂ᵀ ∂L/∂Y, a few channels
                     c1 = min(C, c0 + step)                     # at a time, added back
-                    dcol = W2[:, c0 * kk:c1 * kk].T @ g
+                    dcol = conv_backward_dcol(W2[:, c0 * kk:c1 * kk], g)
                     col2im_chwn(dcol, (c1 - c0, H, Wd, N), self.kernel, self.stride,
                                 self.padding, self.out_hw, out=gx[c0:c1])
         return gx, gW, gb
@@ -220,6 +236,36 @@ class Conv2dCHWN(Function):
         return tuple(grads)
 
 
+def pool_forward(Y, kernel, out_hw):
+    """The window maxima y (C, PH, PW, N) of Y (C, OH, OW, N) and, per window, the index of
+    its first maximum (uint8; the last offset where none equals the maximum — NaN)."""
+    xp = backend.get_array_module(Y)
+    views = _tiles_chwn(Y, kernel, out_hw)
+    y = xp.empty((Y.shape[0],) + tuple(out_hw) + (Y.shape[3],), dtype=Y.dtype)
+    if len(views) == 1:
+        y[...] = views[0]
+    else:
+        xp.maximum(views[0], views[1], out=y)
+    for v in views[2:]:
+        xp.maximum(y, v, out=y)
+    first = xp.full(y.shape, len(views) - 1, dtype=xp.uint8)
+    for k in range(len(views) - 2, -1, -1):        # the smallest k that equals the maximum
+        xp.copyto(first, xp.uint8(k), where=views[k] == y)
+    return y, first
+
+
+def pool_backward(g, y, first, kernel, Y_shape):
+    """∂L/∂Y (C, OH, OW, N): ∂L/∂y (C, PH, PW, N) through the ReLU (y > 0) to each window's
+    first maximum; 0 elsewhere."""
+    xp = backend.get_array_module(g)
+    g = g * (y > 0)
+    tiled = tuple(o * k for o, k in zip(g.shape[1:3], kernel)) == tuple(Y_shape[1:3])
+    gY = (xp.empty if tiled else xp.zeros)(Y_shape, dtype=g.dtype)
+    for k, t in enumerate(_tiles_chwn(gY, kernel, g.shape[1:3])):
+        xp.multiply(g, first == k, out=t)
+    return gY
+
+
 class Conv2dReLUMaxPool(Function):
     """y = max_pool2d(relu(conv2d(x, W, b)), k): the article's Conv-ReLU-Pool block as one
     Function, in the CHWN layout.
@@ -252,20 +298,7 @@ class Conv2dReLUMaxPool(Function):
         self.core = _ConvCore(self.stride, self.padding)
         wants_w = len(self.needs_input_grad) > 1 and any(self.needs_input_grad[1:])
         Y = self.core.forward(xc, W, b, (OH, OW), wants_w).reshape(C_out, OH, OW, N)
-        views = _tiles_chwn(Y, self.kernel, (PH, PW))
-        y = xp.empty((C_out, PH, PW, N), dtype=Y.dtype)
-        if len(views) == 1:
-            y[...] = views[0]
-        else:
-            xp.maximum(views[0], views[1], out=y)
-        for v in views[2:]:
-            xp.maximum(y, v, out=y)
-        # the first maximum of each window: the smallest k whose view equals the maximum
-        # (the last one where none does — a NaN window — as the readable kernel)
-        first = xp.full(y.shape, len(views) - 1, dtype=xp.uint8)
-        for k in range(len(views) - 2, -1, -1):
-            xp.copyto(first, xp.uint8(k), where=views[k] == y)
-        self.first = first
+        y, self.first = pool_forward(Y, self.kernel, (PH, PW))
         xp.maximum(y, y.dtype.type(0), out=y)                  # ReLU, after the max
         return nchw(y)
 
@@ -282,12 +315,8 @@ class Conv2dReLUMaxPool(Function):
         C_out = W.shape[0]
         OH, OW = self.core.out_hw
         N = x.shape[0]
-        g = to_chwn(gy.data) * (to_chwn(y.data) > 0)           # through the ReLU
-        tiled = tuple(o * k for o, k in zip(g.shape[1:3], self.kernel)) == (OH, OW)
-        gY = (xp.empty if tiled else xp.zeros)((C_out, OH, OW, N), dtype=g.dtype)
-        for k, t in enumerate(_tiles_chwn(gY, self.kernel, g.shape[1:3])):
-            xp.multiply(g, self.first == k, out=t)              # to the first maximum
-        del g
+        gY = pool_backward(to_chwn(gy.data), to_chwn(y.data), self.first, self.kernel,
+                           (C_out, OH, OW, N))
         self.first = None
         gx, gW, gb = self.core.backward(gY.reshape(C_out, -1), x.data, W.data, need[0],
                                         need[1], has_b and need[2])

@@ -227,20 +227,24 @@ def test_fused_block_gradient_equals_the_three_readable_layers_with_ties(device)
     assert grads[0][2][2] == 0 and grads[0][2][3] == pytest.approx(g[:, 3].sum(), rel=1e-5)
 
 
-def test_columns_rebuilt_and_chunked_backward_give_the_same_gradients(monkeypatch):
-    """With nothing kept (columns rebuilt in the backward) and ∂L/∂col formed one channel at
-    a time, the gradients are unchanged."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_columns_in_blocks_give_the_same_numbers(monkeypatch, fused):
+    """Columns built, multiplied and added back one small rectangle of output pixels at a
+    time (rebuilt in the backward) give the same output and gradients as one block."""
     rng = np.random.default_rng(10)
-    x, W, b = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    g = rng.standard_normal((2, 4, 6, 5))
+    x, W, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    conv = ((lambda x, W, b: fast.conv2d_relu_max_pool2d(x, W, b, 1, 1, 2)) if fused else
+            (lambda x, W, b: fast.conv2d(x, W, b, 1, 1)))
+    g = rng.standard_normal(conv(mm.tensor(x), mm.tensor(W), mm.tensor(b)).shape)
 
-    def grads():
+    def run():
         ts = [mm.tensor(a, requires_grad=True) for a in (x, W, b)]
-        fast.conv2d(*ts, 1, 1).backward(mm.tensor(g))
-        return [t.grad.numpy() for t in ts]
-    kept = grads()
-    monkeypatch.setattr(fast, "KEEP_COLUMNS_BYTES", 0)
-    monkeypatch.setattr(fast, "DCOL_CHUNK_BYTES", 1)
-    for got, want in zip(grads(), kept):
+        y = conv(*ts)
+        y.backward(mm.tensor(g))
+        return [y.numpy()] + [t.grad.numpy() for t in ts]
+    whole = run()
+    monkeypatch.setattr(fast, "BLOCK_BYTES", 1)                 # one window per block
+    assert len(fast.blocks((6, 6), 100, 1, (2, 2))) == 9
+    for got, want in zip(run(), whole):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    mm.gradcheck(lambda x, W, b: fast.conv2d(x, W, b, 1, 1), [x, W, b])
+    mm.gradcheck(conv, [x, W, b])

@@ -53,32 +53,41 @@ def _span(out_len, in_len, k, s, p):
     return o0, o1, o0 * s + k - p
 
 
-def _offsets(x_hw, out_hw, kernel, stride, padding):
-    """Per kernel offset (i, j): (i, j, rows o0:o1, cols q0:q1, source slices)."""
+def _offsets(x_hw, out_hw, kernel, stride, padding, region=None):
+    """Per kernel offset (i, j), for the output pixels of ``region`` = (p0, p1, q0, q1)
+    (default all): (i, j, rows, cols of the region that see the image — relative to it —,
+    and the source slices), or Nones when the offset sees only padding there."""
     (H, W), (OH, OW), (kh, kw), (sh, sw), (ph, pw) = x_hw, out_hw, kernel, stride, padding
+    p0, p1, q0, q1 = region if region is not None else (0, OH, 0, OW)
     for i in range(kh):
-        o0, o1, r0 = _span(OH, H, i, sh, ph)
+        o0, o1, _ = _span(OH, H, i, sh, ph)
+        o0, o1 = max(o0, p0), min(o1, p1)
         for j in range(kw):
-            q0, q1, c0 = _span(OW, W, j, sw, pw)
-            if o1 <= o0 or q1 <= q0:
+            u0, u1, _ = _span(OW, W, j, sw, pw)
+            u0, u1 = max(u0, q0), min(u1, q1)
+            if o1 <= o0 or u1 <= u0:
                 yield i, j, None, None, None, None
                 continue
+            r0, c0 = o0 * sh + i - ph, u0 * sw + j - pw
             rows = slice(r0, r0 + sh * (o1 - o0 - 1) + 1, sh)
-            cols = slice(c0, c0 + sw * (q1 - q0 - 1) + 1, sw)
-            yield i, j, slice(o0, o1), slice(q0, q1), rows, cols
+            cols = slice(c0, c0 + sw * (u1 - u0 - 1) + 1, sw)
+            yield i, j, slice(o0 - p0, o1 - p0), slice(u0 - q0, u1 - q0), rows, cols
 
 
-def im2col_chwn(x, kernel, stride, padding, out_hw, ones_row=False):
-    """col (C·kh·kw [+ 1], OH·OW·N) from x (C, H, W, N): row (c, i, j) holds
+def im2col_chwn(x, kernel, stride, padding, out_hw, ones_row=False, region=None):
+    """col (C·kh·kw [+ 1], P·Q·N) from x (C, H, W, N) for the output pixels of ``region``
+    (p0, p1, q0, q1) — P × Q of them, default all: row (c, i, j) holds
     x[c, s_h·p + i − p_h, s_w·q + j − p_w, n] at column (p, q, n) (0 outside the image);
     with ``ones_row`` a last row of ones (for the bias)."""
     xp = backend.get_array_module(x)
     C, H, W, N = x.shape
     (kh, kw), (OH, OW) = kernel, out_hw
+    p0, p1, q0, q1 = region if region is not None else (0, OH, 0, OW)
+    P, Q = p1 - p0, q1 - q0
     K = C * kh * kw
-    col = xp.empty((K + int(ones_row), OH, OW, N), dtype=x.dtype)
-    col6 = col[:K].reshape(C, kh, kw, OH, OW, N)
-    for i, j, o, q, rows, cols in _offsets((H, W), out_hw, kernel, stride, padding):
+    col = xp.empty((K + int(ones_row), P, Q, N), dtype=x.dtype)
+    col6 = col[:K].reshape(C, kh, kw, P, Q, N)
+    for i, j, o, q, rows, cols in _offsets((H, W), out_hw, kernel, stride, padding, region):
         block = col6[:, i, j]
         if o is None:
             block[...] = 0
@@ -86,44 +95,58 @@ def im2col_chwn(x, kernel, stride, padding, out_hw, ones_row=False):
         # zero the border strips whose source pixel is padding, copy the rest
         if o.start > 0:
             block[:, :o.start] = 0
-        if o.stop < OH:
+        if o.stop < P:
             block[:, o.stop:] = 0
         if q.start > 0:
             block[:, o, :q.start] = 0
-        if q.stop < OW:
+        if q.stop < Q:
             block[:, o, q.stop:] = 0
         block[:, o, q] = x[:, rows, cols]
     if ones_row:
         col[K] = 1
-    return col.reshape(K + int(ones_row), OH * OW * N)
+    return col.reshape(K + int(ones_row), P * Q * N)
 
 
-def col2im_chwn(dcol, x_shape, kernel, stride, padding, out_hw, out=None):
+def col2im_chwn(dcol, x_shape, kernel, stride, padding, out_hw, out=None, region=None):
     """The adjoint of :func:`im2col_chwn` (without the ones row): every entry of dcol
-    (C·kh·kw, OH·OW·N) added back to the pixel it was copied from -> (C, H, W, N)
+    (C·kh·kw, P·Q·N) added back to the pixel it was copied from -> (C, H, W, N)
     (added into ``out`` when given)."""
     xp = backend.get_array_module(dcol)
     C, H, W, N = x_shape
     (kh, kw), (OH, OW) = kernel, out_hw
+    p0, p1, q0, q1 = region if region is not None else (0, OH, 0, OW)
     gx = xp.zeros(x_shape, dtype=dcol.dtype) if out is None else out
-    d6 = dcol.reshape(C, kh, kw, OH, OW, N)
-    for i, j, o, q, rows, cols in _offsets((H, W), out_hw, kernel, stride, padding):
+    d6 = dcol.reshape(C, kh, kw, p1 - p0, q1 - q0, N)
+    for i, j, o, q, rows, cols in _offsets((H, W), out_hw, kernel, stride, padding, region):
         if o is not None:
             gx[:, rows, cols] += d6[:, i, j, o, q]
     return gx
 
 
+def blocks(out_hw, pixel_bytes, budget, align=(1, 1)):
+    """Rectangles (p0, p1, q0, q1) tiling the OH × OW output, each about ``budget`` bytes of
+    columns (``pixel_bytes`` per output pixel): whole rows when a row fits, else parts of a
+    row; with ``align`` (kh, kw) the rectangles are made of whole pooling windows."""
+    (OH, OW), (ah, aw) = out_hw, align
+    pixels = max(1, budget // max(1, pixel_bytes))
+    if pixels >= OW * ah:                        # several (aligned) whole rows
+        rows = max(ah, pixels // OW // ah * ah)
+        return [(p, min(OH, p + rows), 0, OW) for p in range(0, OH, rows)]
+    width = max(aw, pixels // ah // aw * aw)     # one band of ah rows, part of its width
+    return [(p, min(OH, p + ah), q, min(OW, q + width))
+            for p in range(0, OH, ah) for q in range(0, OW, width)]
+
+
 # -- convolution ---------------------------------------------------------------------------------
-# Columns bigger than this many bytes are not kept for the backward but built again there
-# from the input (which the graph keeps anyway): one more im2col pass against holding the
-# biggest array of the step (the 32→64 layer's columns are 9× its input).
-KEEP_COLUMNS_BYTES = 16 * 2 ** 20
-# ∂L/∂col = W₂ᵀ ∂L/∂Y is formed and added back (col2im) this many input channels at a time,
-# so that the biggest temporary of the backward is a slice of it, not all of it.
-DCOL_CHUNK_BYTES = 4 * 2 ** 20
+# The column matrix is built and used BLOCK_BYTES at a time — a rectangle of output pixels
+# whose columns fit in the cache — and never whole: its block is copied, multiplied and
+# dropped while it is still in the cache, and the backward builds it again, block by block,
+# for ∂L/∂W (and adds ∂L/∂col back the same way). When the whole matrix is one block, the
+# forward's is kept for the backward instead.
+BLOCK_BYTES = 2 * 2 ** 20
 
 
-# The three matrix products, named so that a profiler (benchmarks/phases.py) can time them
+# The matrix products, named so that a profiler (benchmarks/phases.py) can time them
 def conv_forward_matmul(W2, col):
     """Y = W₂ col."""
     return W2 @ col
@@ -141,65 +164,95 @@ def conv_backward_dcol(W2, g):
 
 class _ConvCore:
     """The array work of a CHWN convolution, shared by :class:`Conv2dCHWN` and
-    :class:`Conv2dReLUMaxPool`: ``forward`` -> Y (C_out, OH·OW·N); ``backward`` -> the
+    :class:`Conv2dReLUMaxPool`, over the output rectangles ``regions`` (all of the output by
+    default, or the part a pooling uses): ``forward`` hands each rectangle's Y (C_out, P, Q, N)
+    to ``sink``; ``backward`` takes each rectangle's ∂L/∂Y from ``grad`` and returns the
     gradients that are needed."""
 
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
 
-    def forward(self, xc, W, b, out_hw, wants_w):
-        xp = backend.get_array_module(xc)
-        C_out, C, kh, kw = W.shape
-        self.out_hw, self.kernel, self.x_shape = out_hw, (kh, kw), xc.shape
+    def setup(self, x_shape, W_shape, has_b, out_hw, itemsize, used_hw=None, align=(1, 1)):
+        C_out, C, kh, kw = W_shape
+        self.out_hw, self.kernel, self.x_shape = out_hw, (kh, kw), x_shape
         # a 1×1 convolution of stride 1 without padding needs no columns: x itself is col
         self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-        self.ones = b is not None and not self.pointwise
-        col = self.columns(xc)
-        W2 = W.reshape(C_out, -1)
-        if self.ones:
-            W2 = xp.concatenate([W2, b.reshape(C_out, 1)], axis=1)
-        y = conv_forward_matmul(W2, col)                       # (C_out, OH·OW·N): CHWN
-        if b is not None and not self.ones:
-            y += b.reshape(C_out, 1)
-        # ∂L/∂W needs the columns: keep them if they are small, else rebuild them then
-        self.col = col if wants_w and (self.pointwise or col.nbytes <= KEEP_COLUMNS_BYTES) else None
-        return y
-
-    def columns(self, xc):
+        self.ones = has_b and not self.pointwise
+        K = C * kh * kw + int(self.ones)
+        used = out_hw if used_hw is None else used_hw
         if self.pointwise:
-            return xc.reshape(xc.shape[0], -1)
-        return im2col_chwn(xc, self.kernel, self.stride, self.padding, self.out_hw, self.ones)
+            self.regions = [(0, used[0], 0, used[1])]
+        else:
+            self.regions = blocks(used, K * x_shape[3] * itemsize, BLOCK_BYTES, align)
+        self.col = None
 
-    def backward(self, g, x_data, W, needs_x, needs_w, needs_b):
-        """g = ∂L/∂Y (C_out, OH·OW·N) -> (∂L/∂x (C, H, W, N) or None, ∂L/∂W, ∂L/∂b)."""
-        xp = backend.get_array_module(g)
+    def columns(self, xc, region):
+        return im2col_chwn(xc, self.kernel, self.stride, self.padding, self.out_hw, self.ones,
+                           region)
+
+    def weights(self, W, b):
+        W2 = W.reshape(W.shape[0], -1)
+        if self.ones:
+            W2 = backend.get_array_module(W).concatenate([W2, b.reshape(-1, 1)], axis=1)
+        return W2
+
+    def forward(self, xc, W, b, wants_w, sink):
+        C_out = W.shape[0]
+        W2 = self.weights(W, b)
+        N = xc.shape[3]
+        if self.pointwise:
+            y = conv_forward_matmul(W2, xc.reshape(xc.shape[0], -1))
+            if b is not None:
+                y += b.reshape(C_out, 1)
+            self.col = xc.reshape(xc.shape[0], -1) if wants_w else None
+            p1, q1 = self.regions[0][1], self.regions[0][3]
+            sink(self.regions[0], y.reshape(C_out, p1, q1, N))
+            return
+        for region in self.regions:
+            col = self.columns(xc, region)
+            Y = conv_forward_matmul(W2, col)                  # (C_out, P·Q·N): CHWN
+            if b is not None and not self.ones:
+                Y += b.reshape(C_out, 1)
+            sink(region, Y.reshape(C_out, region[1] - region[0], region[3] - region[2], N))
+        # one block: ∂L/∂W needs exactly these columns, keep them
+        self.col = col if wants_w and len(self.regions) == 1 else None
+
+    def backward(self, grad, x_data, W, needs_x, needs_w, needs_b):
+        """grad(region) -> ∂L/∂Y of that rectangle, (C_out, P·Q·N) contiguous. Returns
+        (∂L/∂x (C, H, W, N) or None, ∂L/∂W, ∂L/∂b)."""
+        xp = backend.get_array_module(W)
         C_out = W.shape[0]
         K = W.size // C_out
-        gx = gW = gb = None
-        if needs_w or needs_b:
-            col = self.col if self.col is not None else self.columns(to_chwn(x_data))
-            dWb = conv_backward_dW(g, col)                     # ∂L/∂[W₂ b] = ∂L/∂Y [col; 1]ᵀ
-            del col
-            if needs_w:
-                gW = xp.ascontiguousarray(dWb[:, :K]).reshape(W.shape)
-            if needs_b:
-                gb = (dWb[:, K].copy() if self.ones else
-                      (g @ xp.ones((g.shape[1], 1), dtype=g.dtype)).reshape(C_out))
-        self.col = None
+        W2 = W.reshape(C_out, -1)
+        C, H, Wd, N = self.x_shape
+        xc = to_chwn(x_data) if (needs_w or needs_b) and self.col is None else None
+        dWb = gsum = None
+        gx = None
         if needs_x:
-            W2 = W.reshape(C_out, -1)
-            C, H, Wd, N = self.x_shape
-            if self.pointwise:                                 # col was x: col2im is a reshape
-                gx = conv_backward_dcol(W2, g).reshape(C, H, Wd, N)
-            else:
-                kk = self.kernel[0] * self.kernel[1]
-                gx = xp.zeros((C, H, Wd, N), dtype=g.dtype)
-                step = max(1, DCOL_CHUNK_BYTES // max(1, kk * g.shape[1] * g.itemsize))
-                for c0 in range(0, C, step):                   # W₂ᵀ ∂L/∂Y, a few channels
-                    c1 = min(C, c0 + step)                     # at a time, added back
-                    dcol = conv_backward_dcol(W2[:, c0 * kk:c1 * kk], g)
-                    col2im_chwn(dcol, (c1 - c0, H, Wd, N), self.kernel, self.stride,
-                                self.padding, self.out_hw, out=gx[c0:c1])
+            gx = xp.zeros((C, H, Wd, N), dtype=W.dtype) if not self.pointwise else None
+        for region in self.regions:
+            g = grad(region)
+            if needs_w or needs_b:
+                col = self.col if self.col is not None else (
+                    xc.reshape(C, -1) if self.pointwise else self.columns(xc, region))
+                part = conv_backward_dW(g, col)               # ∂L/∂[W₂ b] = ∂L/∂Y [col; 1]ᵀ
+                dWb = part if dWb is None else dWb.__iadd__(part)
+                if needs_b and not self.ones:                 # Σ over pixels: ∂L/∂Y 1
+                    part = g @ xp.ones((g.shape[1], 1), dtype=g.dtype)
+                    gsum = part if gsum is None else gsum.__iadd__(part)
+            if needs_x:
+                dcol = conv_backward_dcol(W2, g)             # W₂ᵀ ∂L/∂Y
+                if self.pointwise:                           # col was x: col2im is a reshape
+                    gx = dcol.reshape(C, H, Wd, N)
+                else:
+                    col2im_chwn(dcol, (C, H, Wd, N), self.kernel, self.stride, self.padding,
+                                self.out_hw, out=gx, region=region)
+        self.col = None
+        gW = gb = None
+        if needs_w:
+            gW = xp.ascontiguousarray(dWb[:, :K]).reshape(W.shape)
+        if needs_b:
+            gb = dWb[:, K].copy() if self.ones else gsum.reshape(C_out)
         return gx, gW, gb
 
 
@@ -214,11 +267,19 @@ class Conv2dCHWN(Function):
     def forward(self, x, W, b=None):
         OH, OW = _check_conv(x.shape, W.shape, None if b is None else b.shape,
                              self.stride, self.padding)
+        xp = backend.get_array_module(x)
         xc = to_chwn(x)
+        C_out, N = W.shape[0], xc.shape[3]
         self.core = _ConvCore(self.stride, self.padding)
+        self.core.setup(xc.shape, W.shape, b is not None, (OH, OW), x.dtype.itemsize)
         wants_w = len(self.needs_input_grad) > 1 and any(self.needs_input_grad[1:])
-        y = self.core.forward(xc, W, b, (OH, OW), wants_w)
-        return nchw(y.reshape(W.shape[0], OH, OW, xc.shape[3]))
+        y = xp.empty((C_out, OH, OW, N), dtype=x.dtype)
+
+        def sink(region, Y):
+            p0, p1, q0, q1 = region
+            y[:, p0:p1, q0:q1] = Y
+        self.core.forward(xc, W, b, wants_w, sink)
+        return nchw(y)
 
     def backward(self, gy):
         if is_grad_enabled():   # create_graph: differentiate the composed twin instead
@@ -227,8 +288,14 @@ class Conv2dCHWN(Function):
         x, W = self.inputs[:2]
         has_b = len(self.inputs) == 3
         need = self.needs_input_grad
-        g = to_chwn(gy.data).reshape(W.shape[0], -1)           # ∂L/∂Y (C_out, OH·OW·N)
-        gx, gW, gb = self.core.backward(g, x.data, W.data, need[0], need[1],
+        g4 = to_chwn(gy.data)                                   # ∂L/∂Y (C_out, OH, OW, N)
+        xp = backend.get_array_module(g4)
+        C_out = W.shape[0]
+
+        def grad(region):
+            p0, p1, q0, q1 = region
+            return xp.ascontiguousarray(g4[:, p0:p1, q0:q1]).reshape(C_out, -1)
+        gx, gW, gb = self.core.backward(grad, x.data, W.data, need[0], need[1],
                                         has_b and need[2])
         grads = [None if gx is None else Tensor(nchw(gx)), None if gW is None else Tensor(gW)]
         if has_b:
@@ -254,11 +321,10 @@ def pool_forward(Y, kernel, out_hw):
     return y, first
 
 
-def pool_backward(g, y, first, kernel, Y_shape):
-    """∂L/∂Y (C, OH, OW, N): ∂L/∂y (C, PH, PW, N) through the ReLU (y > 0) to each window's
-    first maximum; 0 elsewhere."""
+def pool_backward(g, first, kernel, Y_shape):
+    """∂L/∂Y (C, OH, OW, N): ∂L/∂y (C, PH, PW, N) to each window's first maximum; 0
+    elsewhere."""
     xp = backend.get_array_module(g)
-    g = g * (y > 0)
     tiled = tuple(o * k for o, k in zip(g.shape[1:3], kernel)) == tuple(Y_shape[1:3])
     gY = (xp.empty if tiled else xp.zeros)(Y_shape, dtype=g.dtype)
     for k, t in enumerate(_tiles_chwn(gY, kernel, g.shape[1:3])):
@@ -296,9 +362,20 @@ class Conv2dReLUMaxPool(Function):
         xc = to_chwn(x)
         N = xc.shape[3]
         self.core = _ConvCore(self.stride, self.padding)
+        # only the output pixels that a window uses are computed (floor mode drops the rest)
+        self.core.setup(xc.shape, W.shape, b is not None, (OH, OW), x.dtype.itemsize,
+                        used_hw=(PH * kh, PW * kw), align=(kh, kw))
         wants_w = len(self.needs_input_grad) > 1 and any(self.needs_input_grad[1:])
-        Y = self.core.forward(xc, W, b, (OH, OW), wants_w).reshape(C_out, OH, OW, N)
-        y, self.first = pool_forward(Y, self.kernel, (PH, PW))
+        y = xp.empty((C_out, PH, PW, N), dtype=x.dtype)
+        first = xp.empty((C_out, PH, PW, N), dtype=xp.uint8)
+
+        def sink(region, Y):                    # pool each rectangle while it is in the cache
+            p0, p1, q0, q1 = region
+            win = (slice(None), slice(p0 // kh, p1 // kh), slice(q0 // kw, q1 // kw))
+            y[win], first[win] = pool_forward(Y, self.kernel, ((p1 - p0) // kh,
+                                                               (q1 - q0) // kw))
+        self.core.forward(xc, W, b, wants_w, sink)
+        self.first = first
         xp.maximum(y, y.dtype.type(0), out=y)                  # ReLU, after the max
         return nchw(y)
 
@@ -309,17 +386,22 @@ class Conv2dReLUMaxPool(Function):
                 conv2d_simple(x, W, b, self.stride, self.padding)), k), gy)
         x, W = self.inputs[:2]
         y, = self.outputs()
-        xp = backend.get_array_module(gy.data)
         has_b = len(self.inputs) == 3
         need = self.needs_input_grad
         C_out = W.shape[0]
-        OH, OW = self.core.out_hw
+        kh, kw = self.kernel
         N = x.shape[0]
-        gY = pool_backward(to_chwn(gy.data), to_chwn(y.data), self.first, self.kernel,
-                           (C_out, OH, OW, N))
+        g = to_chwn(gy.data) * (to_chwn(y.data) > 0)           # through the ReLU
+        first = self.first
+
+        def grad(region):                       # ∂L/∂Y of a rectangle: to the first maxima
+            p0, p1, q0, q1 = region
+            win = (slice(None), slice(p0 // kh, p1 // kh), slice(q0 // kw, q1 // kw))
+            return pool_backward(g[win], first[win], self.kernel,
+                                 (C_out, p1 - p0, q1 - q0, N)).reshape(C_out, -1)
+        gx, gW, gb = self.core.backward(grad, x.data, W.data, need[0], need[1],
+                                        has_b and need[2])
         self.first = None
-        gx, gW, gb = self.core.backward(gY.reshape(C_out, -1), x.data, W.data, need[0],
-                                        need[1], has_b and need[2])
         grads = [None if gx is None else Tensor(nchw(gx)), None if gW is None else Tensor(gW)]
         if has_b:
             grads.append(None if gb is None else Tensor(gb))

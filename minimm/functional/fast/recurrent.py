@@ -10,19 +10,19 @@ sequential and small (a (B, 4H) block: Python and per-call overhead matter):
   columns of W, U and b pre-scaled by ½) and two in-place operations on one slice;
 * x W + b for all T steps is one matrix product, stored time-major (T, B, 4H) so each step
   reads a contiguous block, and every step writes into preallocated buffers (out=);
-* the backward's factors that do not depend on the recurrence — σ'(z) = σ(1 − σ),
-  1 − g², 1 − tanh² c — are computed for all T steps at once, before the loop; what is left
-  per step is five element-wise operations and δh_{t−1} = δz Uᵀ:
+* the backward (BPTT) works one step at a time on (B, 4H) blocks that stay in the cache,
+  into preallocated buffers, with the derivatives of all four gates as one array:
 
-      δh' = δh + ∂L/∂out_t,         δz_o = δh' ⊙ Q_t,        Q = tanh c ⊙ σ'(z_o)
-      δc' = δc + δh' ⊙ R_t,          R = o ⊙ (1 − tanh² c)
-      δz_{i,f,g} = δc' ⊙ P_t,        P = [g σ'(z_i), c_{t−1} σ'(z_f), i (1 − g²)]
-      δc_{t−1} = δc' ⊙ f_t,          δh_{t−1} = δz_t Uᵀ
+      δh' = δh + ∂L/∂out_t,   δc' = δc + δh' ⊙ o ⊙ (1 − tanh² c_t)
+      δz = [δh' ⊙ tanh c_t, δc' ⊙ g, δc' ⊙ c_{t−1}, δc' ⊙ i] ⊙ [σ'(z_o), σ'(z_i), σ'(z_f), 1 − g²]
+      δc_{t−1} = δc' ⊙ f,   δh_{t−1} = δz Uᵀ,     σ' = σ(1 − σ)
 
-  ∂L/∂U = Σ_t h_{t−1}ᵀ δz_t and ∂L/∂W = Σ_t x_tᵀ δz_t are one matrix product each.
-* With ``lengths``, a padded step keeps the state and outputs zero: its factors P, Q, R
-  are zero and f is one, so δz = 0 and δc passes through; δh passes through by one more
-  term, (1 − m) ⊙ δh'.
+  (computing the factors for all T steps at once before the loop was measured slower: the
+  (T, B, ·) arrays leave the cache, and each pass over them costs more than the per-step
+  calls it saves). ∂L/∂U = Σ_t h_{t−1}ᵀ δz_t and ∂L/∂W = Σ_t x_tᵀ δz_t are one matrix
+  product each.
+* With ``lengths``, a padded step keeps the state and outputs zero, and passes δh and δc
+  through unchanged.
 
 A differentiable backward (``create_graph=True``) is taken from the readable composed
 twin, :func:`minimm.functional.recurrent.lstm_simple`.
@@ -97,46 +97,44 @@ class LSTMFast(Function):
         xp = backend.get_array_module(A)
         T, B, H4 = A.shape
         H = H4 // 4
-        o, i, f, g = A[..., :H], A[..., H:2 * H], A[..., 2 * H:3 * H], A[..., 3 * H:]
-        # the factors that do not depend on the recurrence, for all steps at once
-        dsig = 1 - A[..., :3 * H]
-        dsig *= A[..., :3 * H]                         # σ' = σ(1 − σ) for o, i, f
-        Q = TC * dsig[..., :H]
-        R = 1 - TC * TC
-        R *= o
-        P = xp.empty((T, B, 3, H), dtype=A.dtype)
-        xp.multiply(g, dsig[..., H:2 * H], out=P[:, :, 0])
-        xp.multiply(Cb[:T], dsig[..., 2 * H:], out=P[:, :, 1])
-        xp.multiply(g, g, out=P[:, :, 2])
-        xp.subtract(1, P[:, :, 2], out=P[:, :, 2])
-        P[:, :, 2] *= i
-        Fk = f
+        dt = A.dtype.type
         go = g_out.data.transpose(1, 0, 2)             # (T, B, H), a view
-        keep = None
-        if self.masks is not None:
-            m = self.masks.astype(A.dtype)             # (T, B, 1)
-            Q *= m
-            R *= m
-            P *= m[..., None]
-            Fk = xp.where(self.masks, f, A.dtype.type(1))
-            go = go * m
-            keep = 1 - m
         has_go = bool(go.any())                        # h_T alone is used: no output gradient
         dZ = xp.empty((T, B, H4), dtype=A.dtype)
+        D = xp.empty((B, H4), dtype=A.dtype)           # the gates' derivatives, per step
         dh, dc = g_hT.data.copy(), g_cT.data.copy()
         Ut = U_o.T
+        masks = self.masks
         for t in range(T - 1, -1, -1):
+            Gt = A[t]
+            o, i, f, g = Gt[:, :H], Gt[:, H:2 * H], Gt[:, 2 * H:3 * H], Gt[:, 3 * H:]
             dhn = dh + go[t] if has_go else dh
+            if masks is not None:      # a padded step: the state passed through unchanged
+                m = masks[t]
+                keep_h, keep_c = xp.where(m, dt(0), dh), xp.where(m, dt(0), dc)
+                dhn = dhn * m
+                dc = dc * m
             dz = dZ[t]
-            xp.multiply(dhn, Q[t], out=dz[:, :H])                    # δz_o
-            dcn = dhn * R[t]
-            dcn += dc                                               # δc'
-            xp.multiply(dcn[:, None, :], P[t], out=dz[:, H:].reshape(B, 3, H))  # δz_i,f,g
-            dc = xp.multiply(dcn, Fk[t], out=dcn)
-            dh_prev = dz @ Ut
-            if keep is not None:
-                dh_prev += keep[t] * dhn
-            dh = dh_prev
+            xp.multiply(dhn, TC[t], out=dz[:, :H])                   # δo (before σ')
+            dcn = TC[t] * TC[t]
+            xp.subtract(dt(1), dcn, out=dcn)
+            dcn *= o
+            dcn *= dhn
+            dcn += dc                                                # δc'
+            xp.multiply(dcn, g, out=dz[:, H:2 * H])                  # δi
+            xp.multiply(dcn, Cb[t], out=dz[:, 2 * H:3 * H])          # δf
+            xp.multiply(dcn, i, out=dz[:, 3 * H:])                   # δg
+            xp.subtract(dt(1), Gt, out=D)                            # σ' = σ(1 − σ) …
+            D *= Gt
+            Dg = D[:, 3 * H:]
+            xp.multiply(g, g, out=Dg)                                # … and tanh' = 1 − g²
+            xp.subtract(dt(1), Dg, out=Dg)
+            dz *= D                                                  # δz
+            dc = xp.multiply(dcn, f, out=dcn)
+            dh = dz @ Ut
+            if masks is not None:
+                dh += keep_h
+                dc += keep_c
         x, h0, c0, W, U, b = self.inputs
         dZ2 = dZ.reshape(T * B, H4)
         gx = gh0 = gc0 = gW = gU = gb = None

@@ -132,3 +132,28 @@ def test_fast_batch_norm_keeps_the_chwn_layout_and_checks_shapes():
         fast_bn.batch_norm(mm.Tensor(x), None, None, mm.tensor(np.ones(3)))
     with pytest.raises(ValueError, match="more than one value per channel"):
         fast_bn.batch_norm(mm.tensor(np.zeros((1, 2, 1, 1))), None, None)
+
+
+# -- embedding ------------------------------------------------------------------------------------
+def test_fast_embedding_gradient_sums_repeated_ids_as_add_at(device):
+    from minimm.functional.fast import lookup
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, 7, (5, 6))
+    ids[0, :3] = 4                                     # repeats
+    W = rng.standard_normal((9, 3)).astype(np.float32)
+    g = rng.standard_normal((5, 6, 3)).astype(np.float32)
+    t = mm.tensor(W, device=device, requires_grad=True)
+    ids_dev = mm.tensor(ids, device=device).data
+    y = lookup.embedding(ids_dev, t)
+    np.testing.assert_array_equal(y.numpy(), W[ids])
+    y.backward(mm.tensor(g, device=device))
+    want = np.zeros_like(W)
+    np.add.at(want, ids.reshape(-1), g.reshape(-1, 3))
+    np.testing.assert_allclose(t.grad.numpy(), want, rtol=1e-6, atol=1e-6)
+    assert t.grad.dtype == np.float32 and not want[[7, 8]].any()
+    if device == "cpu":
+        w64 = rng.standard_normal((9, 3))
+        mm.gradcheck(lambda w: lookup.embedding(ids, w), [w64])
+        mm.gradgradcheck(lambda w: lookup.embedding(ids, w), [w64])
+        with pytest.raises(ValueError, match="id 9 is out of range"):
+            lookup.embedding(np.array([9]), w64)

@@ -44,6 +44,7 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "Conv2dCHWN": "test_fast_conv::test_conv2d_chwn_gradcheck_and_gradgradcheck",
     "MaxPool2dCHWN": "test_fast_conv::test_max_pool_chwn_matches_numpy_and_gradchecks",
     "Conv2dReLUMaxPool": "test_fast_conv::test_fused_conv_relu_pool_matches_numpy_and_gradchecks",
+    "EmbeddingFast": "test_fast_layers::test_fast_embedding_gradient_sums_repeated_ids_as_add_at",
     "BatchNorm2dFast": "test_fast_layers::test_fast_batch_norm_gradcheck_and_gradgradcheck",
     "LSTMFast": "test_fast_recurrent::test_fast_lstm_gradcheck_and_gradgradcheck",
     "MultiHeadAttentionFast": "test_fast_attention::test_fused_mha_function_gradcheck_and_gradgradcheck",

@@ -1,6 +1,6 @@
 """Switching minimm's layers onto the fast kernels of :mod:`minimm.functional.fast`.
 
-:func:`enable_fast_kernels` routes ``F.conv2d``, ``F.lstm``, ``F.batch_norm``,
+:func:`enable_fast_kernels` routes ``F.conv2d``, ``F.lstm``, ``F.batch_norm``, ``F.embedding``,
 ``nn.MaxPool2d``, ``nn.MultiHeadAttention`` and the Conv2d → ReLU → MaxPool2d triples of
 ``nn.Sequential`` through the fast kernels (same arguments, same numbers up to
 rounding); :func:`disable_fast_kernels` restores the readable ones. (A stop-gap until the
@@ -11,6 +11,7 @@ import contextlib
 from .. import functional as F
 from ..functional.fast import attention as fast_attention
 from ..functional.fast import conv as fast_conv
+from ..functional.fast import lookup as fast_lookup
 from ..functional.fast import normalization as fast_normalization
 from ..functional.fast import recurrent as fast_recurrent
 from ..functional.conv import _pair
@@ -20,7 +21,7 @@ from .layers import ReLU
 from .module import Sequential
 
 _READABLE = {"conv2d": F.conv2d, "lstm": F.lstm, "pool": MaxPool2d.pool,
-             "batch_norm": F.batch_norm,
+             "batch_norm": F.batch_norm, "embedding": F.embedding,
              "mha": MultiHeadAttention.forward, "sequential": Sequential.forward}
 
 
@@ -85,12 +86,13 @@ def fast_kernels():
 
 
 def _current():
-    return (F.conv2d, F.lstm, F.batch_norm, MaxPool2d.__dict__["pool"],
+    return (F.conv2d, F.lstm, F.batch_norm, F.embedding, MaxPool2d.__dict__["pool"],
             MultiHeadAttention.forward, Sequential.forward)
 
 
 def _restore(state):
-    F.conv2d, F.lstm, F.batch_norm, pool, MultiHeadAttention.forward, Sequential.forward = state
+    (F.conv2d, F.lstm, F.batch_norm, F.embedding, pool, MultiHeadAttention.forward,
+     Sequential.forward) = state
     MaxPool2d.pool = pool
 
 
@@ -98,6 +100,7 @@ def enable_fast_kernels():
     F.conv2d = fast_conv.conv2d
     F.lstm = fast_recurrent.lstm
     F.batch_norm = fast_normalization.batch_norm
+    F.embedding = fast_lookup.embedding
     MaxPool2d.pool = staticmethod(fast_conv.max_pool2d)
     MultiHeadAttention.forward = multi_head_attention_forward
     Sequential.forward = sequential_forward
@@ -105,7 +108,7 @@ def enable_fast_kernels():
 
 def disable_fast_kernels():
     F.conv2d, F.lstm = _READABLE["conv2d"], _READABLE["lstm"]
-    F.batch_norm = _READABLE["batch_norm"]
+    F.batch_norm, F.embedding = _READABLE["batch_norm"], _READABLE["embedding"]
     MaxPool2d.pool = staticmethod(_READABLE["pool"])
     MultiHeadAttention.forward = _READABLE["mha"]
     Sequential.forward = _READABLE["sequential"]

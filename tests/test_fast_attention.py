@@ -120,8 +120,8 @@ def test_fused_mha_falls_back_to_the_readable_path_with_dropout(device):
         multi_head_attention_forward(m, mm.tensor(np.zeros((2, 4, 3))), x, x)
 
 
-@pytest.mark.parametrize("call", ["self", "cross"])
-def test_fused_mha_backward_in_batch_chunks_gives_the_same_gradients(call, monkeypatch):
+@pytest.mark.parametrize("call", ["self", "cross", "key_padding"])
+def test_fused_mha_in_batch_chunks_gives_the_same_numbers(call, monkeypatch):
     rng = np.random.default_rng(8)
     m = _module(8, 2)
     arrays, _, allowed = _inputs(call, rng, "cpu")
@@ -133,7 +133,7 @@ def test_fused_mha_backward_in_batch_chunks_gives_the_same_gradients(call, monke
         ts = [mm.tensor(a, requires_grad=True) for a in ins + params]
         y = fast.MultiHeadAttentionFast(2, allowed, self_attention)(*ts)
         y.backward(mm.tensor(np.random.default_rng(9).standard_normal(y.shape)))
-        return [t.grad.numpy() for t in ts]
+        return [y.numpy()] + [t.grad.numpy() for t in ts]
     whole = grads()
     monkeypatch.setattr(fast, "SCORES_CHUNK_BYTES", 1)          # one batch row at a time
     for got, want in zip(grads(), whole):

@@ -55,6 +55,25 @@ def _matmul_into(a, b, out, xp):
 SCORES_CHUNK_BYTES = 4 * 2 ** 20
 
 
+def _softmax_rows(S, mask, xp):
+    """S ← softmax(S + mask) over the last axis, in place; a row with no allowed entry
+    (mask all −∞) becomes 0."""
+    quiet = (np.errstate(invalid="ignore", over="ignore") if xp is np
+             else contextlib.nullcontext())
+    with quiet:
+        if mask is not None:
+            S += mask
+        m = _row_max(S)
+        if mask is not None:
+            m = xp.where(xp.isfinite(m), m, S.dtype.type(0))          # a fully masked row
+        S -= m
+        xp.exp(S, out=S)
+        s = _rowsum(S, xp)
+        if mask is not None:
+            s = xp.where(s > 0, s, s.dtype.type(1))                   # 0 / 1 = 0
+        S /= s
+
+
 def _heads_backward(P, gO, O, Q, K, V, gQ, gK, gV, xp):
     """∂L/∂Q_i, ∂L/∂K_i, ∂L/∂V_i (written into gQ, gK, gV, all (B, h, L, d_k) views) from the
     weights P, ∂L/∂O and O, a few batch rows at a time:
@@ -108,23 +127,19 @@ class MultiHeadAttentionFast(Function):
                 proj.append(P_)
             Qh, Kh, Vh = (p.transpose(0, 2, 1, 3) for p in proj)
             self.saved_in = tuple(proj)
-        S = Qh @ Kh.transpose(0, 1, 3, 2)                                # (B, h, L_q, L_k)
-        quiet = (np.errstate(invalid="ignore", over="ignore") if xp is np
-                 else contextlib.nullcontext())
-        with quiet:
-            if self.allowed is not None:
-                S += xp.where(self.allowed, q.dtype.type(0), q.dtype.type(-np.inf))
-            m = _row_max(S)
-            if self.allowed is not None:
-                m = xp.where(xp.isfinite(m), m, q.dtype.type(0))   # a fully masked row
-            S -= m
-            xp.exp(S, out=S)
-            s = _rowsum(S, xp)
-            if self.allowed is not None:
-                s = xp.where(s > 0, s, s.dtype.type(1))              # 0 / 1 = 0
-            S /= s                                                  # P, the weights
+        S = xp.empty((B, h, L_q, L_k), dtype=q.dtype)                    # becomes P
         O = xp.empty((B, L_q, h, d), dtype=q.dtype)
-        _matmul_into(S, Vh, O.transpose(0, 2, 1, 3), xp)              # heads, merged in place
+        Oh = O.transpose(0, 2, 1, 3)                                     # heads, merged
+        mask = (None if self.allowed is None else
+                xp.where(self.allowed, q.dtype.type(0), q.dtype.type(-np.inf)))
+        # a few batch rows at a time, so that the softmax's passes run in the cache
+        step = max(1, SCORES_CHUNK_BYTES // max(1, S[0].size * S.itemsize))
+        for b0 in range(0, B, step):
+            c = slice(b0, b0 + step)
+            _matmul_into(Qh[c], Kh[c].transpose(0, 1, 3, 2), S[c], xp)  # Q Kᵀ / √d_k
+            _softmax_rows(S[c], None if mask is None else
+                          (mask[c] if mask.ndim == 4 and mask.shape[0] == B else mask), xp)
+            _matmul_into(S[c], Vh[c], Oh[c], xp)                         # P V
         O2 = O.reshape(B * L_q, E)
         y = O2 @ W_o
         y += b_o

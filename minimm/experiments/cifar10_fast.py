@@ -45,7 +45,7 @@ from ..data.loader import Loader, normalize_images
 from ..errors import UsageError
 from ..models.resnet import ResNet9
 from ..train import Callback, PrintEpochs, evaluate as evaluate_model, fit, restore
-from . import non_negative_float, positive_float, positive_ints, register
+from . import non_negative_float, non_negative_int, positive_float, positive_ints, register
 from .cifar10 import _check_resume, load_data, metrics_json, summary as _summary, write_plots
 
 MODEL = "resnet9"
@@ -156,7 +156,7 @@ def add_arguments(parser):
                    help="ε of the smoothed cross-entropy (default the recipe's, 0.2)")
     g.add_argument("--weight-decay", type=non_negative_float, default=None,
                    help="SGD's L2 weight decay (default the recipe's, 5e-4)")
-    g.add_argument("--crop-padding", type=int, default=None, metavar="PIXELS",
+    g.add_argument("--crop-padding", type=non_negative_int, default=None, metavar="PIXELS",
                    help="random translations of up to this many pixels (default 4)")
     g.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     g.add_argument("--lr-warmup", type=positive_float, default=None, metavar="FRACTION",
@@ -184,8 +184,6 @@ def settings(args):
     if len(s["widths"]) != 4:
         raise UsageError(f"--widths needs four channel counts (prep, layer1, layer2, layer3), "
                          f"got {list(s['widths'])}")
-    if s["crop_padding"] < 0:
-        raise UsageError(f"--crop-padding must be >= 0, got {s['crop_padding']}")
     s["tta"] = s["tta"] and not args.no_tta
     return s
 

@@ -20,6 +20,14 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["im2col", "winograd"])
+def engine(request, monkeypatch):
+    """Both engines of the fast convolution: im2col blocks, and Winograd's F(2×2, 3×3) for
+    every 3×3 stride-1 convolution (switched on down to one input channel)."""
+    monkeypatch.setattr(fast, "WINOGRAD_MIN_CHANNELS", None if request.param == "im2col" else 1)
+    return request.param
+
+
 def _pair(v):
     return v if isinstance(v, tuple) else (v, v)
 
@@ -42,7 +50,7 @@ def conv_numpy(x, W, b, stride, padding):
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding", CASES)
-def test_conv2d_chwn_forward_matches_numpy_and_readable(device, xs, ws, stride, padding):
+def test_conv2d_chwn_forward_matches_numpy_and_readable(device, xs, ws, stride, padding, engine):
     rng = np.random.default_rng(0)
     x, W, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
     for bias in (b, None):
@@ -61,7 +69,7 @@ def test_conv2d_chwn_forward_matches_numpy_and_readable(device, xs, ws, stride, 
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding", CASES)
-def test_conv2d_chwn_gradcheck_and_gradgradcheck(xs, ws, stride, padding):
+def test_conv2d_chwn_gradcheck_and_gradgradcheck(xs, ws, stride, padding, engine):
     rng = np.random.default_rng(1)
     x, W, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
     mm.gradcheck(lambda x, W, b: fast.conv2d(x, W, b, stride, padding), [x, W, b])
@@ -69,7 +77,7 @@ def test_conv2d_chwn_gradcheck_and_gradgradcheck(xs, ws, stride, padding):
     mm.gradgradcheck(lambda x, W, b: fast.conv2d(x, W, b, stride, padding), [x, W, b])
 
 
-def test_conv2d_chwn_gradients_match_readable_kernel_float32(device):
+def test_conv2d_chwn_gradients_match_readable_kernel_float32(device, engine):
     """The article's three layers at a small batch, float32: the same gradients as the
     readable Conv2d (the first layer's images need none, as in the model)."""
     rng = np.random.default_rng(2)
@@ -163,7 +171,7 @@ def test_max_pool_chwn_other_strides_use_the_readable_path():
     np.testing.assert_allclose(y.numpy(), F.max_pool2d_simple(mm.tensor(x), 3, 2).numpy())
 
 
-def test_conv_relu_pool_stack_keeps_the_layout_and_the_readable_numbers(device):
+def test_conv_relu_pool_stack_keeps_the_layout_and_the_readable_numbers(device, engine):
     """The article's image branch on the fast kernels equals the readable one (forward and
     every gradient), float32, and no activation after the first layer is copied to NCHW."""
     rng = np.random.default_rng(7)
@@ -194,7 +202,7 @@ FUSED_CASES = [((2, 3, 6, 7), (4, 3, 3, 3), 1, 0, 2), ((2, 2, 7, 7), (3, 2, 3, 3
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding, k", FUSED_CASES)
-def test_fused_conv_relu_pool_matches_numpy_and_gradchecks(device, xs, ws, stride, padding, k):
+def test_fused_conv_relu_pool_matches_numpy_and_gradchecks(device, xs, ws, stride, padding, k, engine):
     rng = np.random.default_rng(8)
     x, W, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
     y = fast.conv2d_relu_max_pool2d(*(mm.tensor(a, device=device) for a in (x, W, b)),
@@ -228,7 +236,7 @@ def test_fused_block_gradient_equals_the_three_readable_layers_with_ties(device)
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_columns_in_blocks_give_the_same_numbers(monkeypatch, fused):
+def test_columns_in_blocks_give_the_same_numbers(monkeypatch, fused, engine):
     """Columns built, multiplied and added back one small rectangle of output pixels at a
     time (rebuilt in the backward) give the same output and gradients as one block."""
     rng = np.random.default_rng(10)

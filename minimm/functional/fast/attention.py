@@ -52,7 +52,7 @@ def _matmul_into(a, b, out, xp):
 
 # the backward forms ∂L/∂S (B, h, L_q, L_k) for this many bytes' worth of batch rows at a
 # time, so that its temporaries stay small beside the weights the module keeps
-SCORES_CHUNK_BYTES = 4 * 2 ** 20
+SCORES_CHUNK_BYTES = 2 ** 20
 
 
 def _softmax_rows(S, mask, xp):

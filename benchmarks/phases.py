@@ -115,7 +115,7 @@ def _profile_torch(step, steps, top):
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
 
 
-def main(argv=None):
+def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", default="full")
     ap.add_argument("--batch", type=int, default=128)
@@ -125,7 +125,11 @@ def main(argv=None):
     ap.add_argument("--framework", choices=["minimm", "torch"], default="minimm")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--kernels", default="default", choices=["default", "fast"])
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     here = os.path.dirname(os.path.abspath(__file__))

@@ -32,6 +32,7 @@ Rules the engine enforces, as PyTorch does:
   bool tensor meeting a float tensor takes the float's dtype; otherwise NumPy's promotion.
 """
 import contextlib
+import itertools
 import weakref
 
 import numpy as np
@@ -39,6 +40,7 @@ import numpy as np
 from . import backend
 
 _grad_enabled = True
+_in_backward = False         # set while the engine runs: its own no-grad arithmetic is not marked
 DEFAULT_FLOAT = np.float32   # what a Python float becomes, as torch.get_default_dtype()
 
 
@@ -50,6 +52,24 @@ def _set_grad_enabled(mode):
         yield
     finally:
         _grad_enabled = previous
+
+
+class _BackwardMode:
+    """Context manager for one backward pass: recording as ``create_graph`` says, and the
+    engine's own arithmetic not marked as made under no_grad. (A class: cheaper to enter
+    than a generator-based context manager, and it is entered on every backward.)"""
+
+    def __init__(self, create_graph):
+        self.create_graph = create_graph
+
+    def __enter__(self):
+        global _grad_enabled, _in_backward
+        self.previous = _grad_enabled, _in_backward
+        _grad_enabled, _in_backward = self.create_graph, True
+
+    def __exit__(self, *exc_info):
+        global _grad_enabled, _in_backward
+        _grad_enabled, _in_backward = self.previous
 
 
 def no_grad():
@@ -298,22 +318,19 @@ class Function:
         ys = self.forward(*[x._data for x in inputs])
         single = not isinstance(ys, tuple)
         outputs = [Tensor(y) for y in ((ys,) if single else ys)]
-        if any(self.needs_input_grad):
-            if _grad_enabled:
-                self.inputs = inputs
-                self._saved_versions = tuple(x._version for x in inputs)
-                for y in outputs:
-                    if y._data.dtype.kind in "fc":   # an integer output has no gradient
-                        y._requires_grad, y.creator = True, self
-                # weak: the graph points from outputs to creators, never back (no cycles)
-                self._outputs = [weakref.ref(y) for y in outputs]
-                self._output_meta = [(y.shape, y.dtype) for y in outputs]
-            else:
-                for y in outputs:
-                    y._made_under_no_grad = True   # for backward's error message
-        elif any(x._made_under_no_grad for x in inputs):
+        if _grad_enabled and True in self.needs_input_grad:
+            self.inputs = inputs
+            self._saved_versions = [x._version for x in inputs]
             for y in outputs:
-                y._made_under_no_grad = True
+                if y._data.dtype.kind in "fc":   # an integer output has no gradient
+                    y._requires_grad, y.creator = True, self
+            # weak: the graph points from outputs to creators, never back (no cycles)
+            self._outputs = [weakref.ref(y) for y in outputs]
+            self._output_meta = [(y.shape, y.dtype) for y in outputs]
+        elif not _in_backward and (True in self.needs_input_grad
+                                   or any(x._made_under_no_grad for x in inputs)):
+            for y in outputs:   # under no_grad, from inputs that wanted a gradient:
+                y._made_under_no_grad = True   # remembered for backward's error message
         return outputs[0] if single else tuple(outputs)
 
     def outputs(self):
@@ -442,9 +459,9 @@ def _gradients(roots, root_grads, wanted, create_graph, order=None):
     graph (``order`` and the roots) holds every tensor that is a key. A wanted leaf's total
     is what remains in ``grads`` at the end; a wanted non-leaf's is kept when its creator runs.
     """
-    wanted_ids = {id(t) for t in wanted}
+    wanted_ids = {id(t) for t in wanted if t.creator is not None}   # non-leaves
     grads, kept = {}, {}
-    with _set_grad_enabled(create_graph):
+    with _BackwardMode(create_graph):
         for t, g in zip(roots, root_grads):
             g = g if isinstance(g, Tensor) else Tensor(_as_array(g, t.dtype, device=None))
             if g.shape != t.shape:
@@ -456,10 +473,16 @@ def _gradients(roots, root_grads, wanted, create_graph, order=None):
             gys = [grads.pop(id(y), None) if y is not None else None for y in outs]
             if all(g is None for g in gys):
                 continue
-            for y, g in zip(outs, gys):
-                if g is not None and id(y) in wanted_ids:
-                    kept[id(y)] = g
-            _check_versions(fn, outs)
+            if wanted_ids:
+                for y, g in zip(outs, gys):
+                    if g is not None and id(y) in wanted_ids:
+                        kept[id(y)] = g
+            for x, version in zip(fn.inputs, fn._saved_versions):
+                if x._version != version:
+                    _check_versions(fn, outs)   # raises, naming the tensor
+            for y in outs:
+                if y is not None and y._version:
+                    _check_versions(fn, outs)
             xp = backend.get_array_module(*fn.inputs)
             # an output nobody used (one half of a split, say) contributes zero
             gys = [g if g is not None else Tensor(xp.zeros(shape, dtype))
@@ -479,17 +502,14 @@ def _backward(roots, root_grads, create_graph):
     """``Tensor.backward``: add the gradients into ``.grad`` of every leaf that requires one
     and of every non-leaf that called :meth:`Tensor.retain_grad`."""
     order = _topological_order(roots)
+    # a tensor can receive a gradient only as a root or as the input of a Function in the graph
     receivers, seen = [], set()
-    candidates = list(roots)
-    for fn in order:
-        candidates += fn.inputs
-        candidates += [y for y in fn.outputs() if y is not None]
-    for t in candidates:
-        if id(t) not in seen and ((t.creator is None and t._requires_grad) or t._retain_grad):
+    for t in itertools.chain(roots, *(fn.inputs for fn in order)):
+        if ((t.creator is None and t._requires_grad) or t._retain_grad) and id(t) not in seen:
             seen.add(id(t))
             receivers.append(t)
     gradients = _gradients(roots, root_grads, receivers, create_graph, order)
-    with _set_grad_enabled(create_graph):
+    with _BackwardMode(create_graph):
         for t, g in zip(receivers, gradients):
             if g is not None:
                 t.grad = g if t.grad is None else _accumulate(t.grad, g)

@@ -497,7 +497,6 @@ def test_accumulate_forward_gradcheck_and_gradgradcheck(device, shape):
     _close(gb, g)
 
 
-
 def test_engine_sums_gradients_without_tensor_operators(device, monkeypatch):
     """No Tensor operator (attached by functional) is called by backward or grad while they sum
     the gradients of reused nodes, with or without create_graph."""

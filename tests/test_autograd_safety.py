@@ -65,9 +65,11 @@ def test_frozen_model_backward_raises_instead_of_a_silent_no_op_step(device):
     opt = optim.SGD(model.parameters(), lr=0.1)
     loss = F.cross_entropy(model(mm.tensor(np.ones((4, 3), np.float32), device=device)),
                            np.array([0, 1, 1, 0]))
+    W = model.W.numpy().copy()
     with pytest.raises(RuntimeError, match=NO_GRAD_FN):
         loss.backward()
-    opt.step()  # nothing had a gradient: the step changes nothing, but backward said so
+    opt.step()  # nothing has a gradient: the step changes nothing, but backward said so
+    np.testing.assert_array_equal(model.W.numpy(), W)
 
 
 def test_grad_refuses_outputs_and_inputs_without_a_graph(device):

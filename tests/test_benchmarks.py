@@ -90,3 +90,33 @@ def test_bench_driver_rejects_an_unknown_part():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"),
                            "--parts", "nosuch"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "unknown part 'nosuch'" in proc.stderr
+
+
+def _benchmark_commands(text):
+    """(script, argv) of every ``python benchmarks/NAME.py ...`` command in ``text``."""
+    import re
+    import shlex
+    text = re.sub(r"\\\n\s*", " ", text)
+    found = []
+    for m in re.finditer(r"python3? benchmarks/(\w+)\.py([^`\n|;&#]*)", text):
+        argv = [a for a in shlex.split(m.group(2)) if a not in ("...",)]
+        found.append((m.group(1), argv))
+    return found
+
+
+def test_every_benchmark_command_in_the_docs_parses():
+    import importlib
+    """The README and the notes print concrete commands (the scripts' docstrings print
+    templates with [options]); each must parse with that script's own parser."""
+    docs = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "NOTES.md")]
+    seen = 0
+    for path in docs:
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for script, argv in _benchmark_commands(f.read()):
+                module = importlib.import_module(script)
+                if hasattr(module, "build_parser"):
+                    module.build_parser().parse_args(argv)      # SystemExit on a bad one
+                    seen += 1
+    assert seen >= 1

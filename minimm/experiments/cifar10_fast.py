@@ -13,14 +13,15 @@ a piece here):
                    Loader's (seed, epoch, batch) generator — a resumed run repeats them
     loss           cross-entropy with label smoothing 0.2 (:class:`SmoothedObjective`)
     optimiser      SGD with Nesterov momentum 0.9, weight decay 5e-4 (L2 on every
-                   parameter, added to the gradient as PyTorch's SGD does)
+                   parameter, added to the gradient as PyTorch's SGD does), peak rate 0.3
+    epochs         7 (sized to finish within an hour on two shared CPU cores)
     schedule       one cycle, per step (:class:`OneCycleSchedule`): the learning rate rises
                    linearly to its peak over the first quarter of the steps, then falls
                    linearly to 1/100 of the start
     evaluation     flip test-time augmentation: the logits of each test image and of its
                    mirror image are averaged (:class:`FlipTTAObjective`), for the final
                    test accuracy; the per-epoch curve is measured without it
-    batches        512 images: large matrix products keep the BLAS busy
+    batches        256 images: large matrix products keep the BLAS busy
 
 A recipe is a dict of these settings (``RECIPES``); ``--epochs``, ``--batch-size`` and
 ``--lr`` replace the recipe's epochs, batch size and *peak* learning rate when they are
@@ -50,7 +51,7 @@ from .cifar10 import _check_resume, load_data, metrics_json, summary as _summary
 
 MODEL = "resnet9"
 RECIPES = {
-    "fast": {"widths": (32, 64, 128, 256), "epochs": 10, "batch_size": 512, "max_lr": 0.4,
+    "fast": {"widths": (32, 64, 128, 256), "epochs": 7, "batch_size": 256, "max_lr": 0.3,
              "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.2, "pct_start": 0.25,
              "crop_padding": 4, "tta": True},
 }

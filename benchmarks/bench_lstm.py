@@ -1,96 +1,73 @@
-"""Time the article's text branch, Embedding(1000, 64) + LSTM(64 -> 128), forward + backward.
+"""The article's text branch, Embedding(1000, 64) + LSTM(64 -> 128), forward and backward:
+minimm's readable kernels against its fast ones.
 
-    python tools/bench_lstm.py [--batch 128] [--steps 16] [--repeats 30] [--profile]
+    python benchmarks/bench_lstm.py [--batch 128] [--steps 16] [--repeats 30] [--threads 2]
+                                    [--lengths]
 
-Runs minimm and (if installed) PyTorch in the same process, interleaved, and prints median
-milliseconds per step and the ratio. The loss is Σ h_T ⊙ G for a fixed random G, so the
-backward goes through every time step.
+The loss is Σ h_T ⊙ G for a fixed random G (the classifier uses h_T only); with
+``--lengths`` the captions are padded (random lengths 1..steps), as in training. Both are
+NumPy, so they alternate in one process; medians of the forward and the backward, in ms.
+PyTorch is compared in benchmarks/bench.py (separate processes).
 """
 import argparse
+import os
+import statistics
+import sys
 import time
 
-import numpy as np
 
-import minimm as mm
-from minimm import nn
-
-
-def minimm_step(emb, lstm, ids, G):
-    emb.zero_grad()
-    lstm.zero_grad()
-    _, (h, _) = lstm(emb(ids))
-    (h * G).sum().backward()
-
-
-def make_torch(emb, lstm):
-    import torch
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    t_emb = torch.nn.Embedding(1000, 64)
-    t_lstm = torch.nn.LSTM(64, 128, batch_first=True)
-    with torch.no_grad():
-        t_emb.weight.copy_(torch.from_numpy(emb.W.numpy()))
-        t_lstm.weight_ih_l0.copy_(torch.from_numpy(lstm.W.numpy().T))
-        t_lstm.weight_hh_l0.copy_(torch.from_numpy(lstm.U.numpy().T))
-        t_lstm.bias_ih_l0.copy_(torch.from_numpy(lstm.b.numpy()))
-        t_lstm.bias_hh_l0.zero_()
-    return torch, t_emb, t_lstm
-
-
-def torch_step(torch, t_emb, t_lstm, ids, G):
-    t_emb.zero_grad()
-    t_lstm.zero_grad()
-    _, (h, _) = t_lstm(t_emb(ids))
-    (h[0] * G).sum().backward()
-
-
-def main():
-    ap = argparse.ArgumentParser()
+def build_parser():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--profile", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lengths", action="store_true")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import numpy as np
+    import minimm as mm
+    from minimm import nn
+    from minimm.nn import fast
+
     rng = np.random.default_rng(0)
     emb, lstm = nn.Embedding(1000, 64, rng=rng), nn.LSTM(64, 128, rng=rng)
     ids = rng.integers(0, 1000, size=(args.batch, args.steps))
-    G = rng.standard_normal((args.batch, 128)).astype(np.float32)
-    G_mm = mm.tensor(G)
+    lengths = rng.integers(1, args.steps + 1, args.batch) if args.lengths else None
+    G = mm.tensor(rng.standard_normal((args.batch, 128)).astype(np.float32))
 
-    try:
-        torch, t_emb, t_lstm = make_torch(emb, lstm)
-        t_ids, t_G = torch.from_numpy(ids), torch.from_numpy(G)
-        # same parameters, same loss: the gradients must agree before timing means anything
-        minimm_step(emb, lstm, ids, G_mm)
-        torch_step(torch, t_emb, t_lstm, t_ids, t_G)
-        err = np.abs(lstm.U.grad.numpy() - t_lstm.weight_hh_l0.grad.numpy().T).max()
-        print(f"max |dU minimm - dU torch| = {err:.2e}")
-    except ImportError:
-        torch = None
-
-    if args.profile:
-        import cProfile
-        import pstats
-        cProfile.runctx("for _ in range(10): minimm_step(emb, lstm, ids, G_mm)", globals(),
-                        locals(), "/tmp/bench_lstm.prof")
-        pstats.Stats("/tmp/bench_lstm.prof").sort_stats("tottime").print_stats(15)
-
-    times = {"minimm": [], "torch": []}
-    for _ in range(3):  # warm-up
-        minimm_step(emb, lstm, ids, G_mm)
-    for _ in range(args.repeats):
+    def step():
+        emb.zero_grad()
+        lstm.zero_grad()
         t0 = time.perf_counter()
-        minimm_step(emb, lstm, ids, G_mm)
-        times["minimm"].append(time.perf_counter() - t0)
-        if torch is not None:
-            t0 = time.perf_counter()
-            torch_step(torch, t_emb, t_lstm, t_ids, t_G)
-            times["torch"].append(time.perf_counter() - t0)
-    med = {k: 1e3 * float(np.median(v)) for k, v in times.items() if v}
-    line = f"Embedding(1000,64)+LSTM(64->128) T={args.steps} B={args.batch} fwd+bwd: "
-    line += f"minimm {med['minimm']:.2f} ms"
-    if "torch" in med:
-        line += f", torch {med['torch']:.2f} ms, ratio {med['minimm'] / med['torch']:.2f}x"
-    print(line)
+        _, (h, _) = lstm(emb(ids), lengths=lengths)
+        loss = (h * G).sum()
+        t1 = time.perf_counter()
+        loss.backward()
+        return t1 - t0, time.perf_counter() - t1
+
+    def fast_step():
+        with fast.fast_kernels():
+            return step()
+    times = {"readable": [], "fast": []}
+    for r in range(args.repeats + 3):
+        order = [("readable", step), ("fast", fast_step)]
+        for name, run in (order if r % 2 == 0 else order[::-1]):
+            t = run()
+            if r >= 3:
+                times[name].append(t)
+    print(f"Embedding(1000,64) + LSTM(64->128), T={args.steps}, B={args.batch}, "
+          f"{'padded' if args.lengths else 'full-length'} captions, {args.threads} threads, "
+          f"medians of {args.repeats} (ms)")
+    for name, ts in times.items():
+        fwd, bwd = (1e3 * statistics.median(t[i] for t in ts) for i in (0, 1))
+        print(f"{name:9s} forward {fwd:7.2f}  backward {bwd:7.2f}  total {fwd + bwd:7.2f}")
 
 
 if __name__ == "__main__":

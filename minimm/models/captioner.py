@@ -41,7 +41,8 @@ class ImageTokens(nn.Module):
     """The CNN branch's feature map as tokens, projected into the decoder's width:
     (B, 3, 32, 32) -> the conv stack of :class:`~minimm.models.ImageBranch` without its
     Flatten -> (B, 128, 2, 2) -> the 2×2 = 4 cells as tokens, row-major, (B, 4, 128) ->
-    LLaVA-1.5's projector Linear(128, d) · GELU · Linear(d, d) -> (B, 4, d).
+    LLaVA-1.5's projector Linear(128, d) · GELU · Linear(d, d) -> (B, 4, d) (GELU's tanh
+    form, as in the decoder blocks).
     ``num_tokens=16`` stops before the last pooling: the 4×4 map, 16 finer tokens."""
 
     features = 128
@@ -55,7 +56,7 @@ class ImageTokens(nn.Module):
         layers = list(ImageBranch(rng))[:-1]                      # no Flatten
         self.cnn = nn.Sequential(*(layers if num_tokens == 4 else layers[:-1]))
         self.proj1 = nn.Linear(self.features, d_model, rng=rng)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate="tanh")
         self.proj2 = nn.Linear(d_model, d_model, rng=rng)
 
     def forward(self, images):
@@ -105,8 +106,10 @@ def caption_loss(model, batch):
     Returns (loss, {"token_accuracy"}, {"nll", "tokens"}): the fraction of targets that the
     argmax predicts, and per caption the summed negative log-likelihood (nats) and the number
     of target tokens, so that ``exp(Σ nll / Σ tokens)`` is the exact per-token perplexity."""
-    inputs, targets = teacher_forcing(batch["ids"], batch["lengths"], model.bos_id,
-                                      model.eos_id)
+    lengths = backend.to_numpy(batch["lengths"])
+    T = int(lengths.max()) if lengths.size else 0                 # the batch's longest caption:
+    inputs, targets = teacher_forcing(batch["ids"][:, :T], lengths, model.bos_id,  # padding
+                                      model.eos_id)               # beyond it changes nothing
     logits = model(batch["images"], inputs)                       # (B, L, V)
     B, L, V = logits.shape
     flat, t = F.reshape(logits, (B * L, V)), targets.reshape(-1)
@@ -299,6 +302,54 @@ class Captioner(nn.Module):
                 f"max_len={self.max_len}")
 
 
+def caption_metrics(model, images, labels, ids, lengths, vocab, batch_size=256, max_len=16,
+                    attributes=("colour", "brightness", "position")):
+    """How well ``model`` writes: uint8 images (N, 3, H, W), their labels (N,) and reference
+    captions (ids (N, T), lengths (N,), as :func:`minimm.data.encode` makes them).
+
+    * ``perplexity``: exp(Σ nll / Σ tokens) over every reference caption token (words and
+      ``<eos>``) under teacher forcing — per token, exact over the set;
+    * ``names_class``: the fraction of greedy captions that name the true class (a synonym of
+      it, and no other class);
+    * ``<attribute>_accuracy``: the fraction of greedy captions whose word for the attribute
+      (or its absence) is the one :func:`minimm.data.captions.pixel_attributes` computes, and
+      ``<attribute>_majority``: the rate of always writing the most frequent value;
+    * ``captions``: the generated captions (str), in order.
+    """
+    from ..data import captions as C
+    images, labels = backend.to_numpy(images), backend.to_numpy(labels).astype(np.int64)
+    ids, lengths = backend.to_numpy(ids), backend.to_numpy(lengths)
+    n = len(labels)
+    if n == 0:
+        raise ValueError("caption_metrics: no images")
+    was_training = model.training
+    model.eval()
+    nll = tokens = 0.0
+    written = []
+    try:
+        for start in range(0, n, batch_size):
+            part = slice(start, min(start + batch_size, n))
+            with no_grad():
+                batch = {"images": model._as_images(images[part]), "ids": ids[part],
+                         "lengths": lengths[part]}
+                _, _, out = caption_loss(model, batch)
+            nll += float(out["nll"].sum())
+            tokens += float(out["tokens"].sum())
+            written += model.decode(model.generate(images[part], max_len=max_len), vocab)
+    finally:
+        model.train(was_training)
+    read = C.read_captions(written)
+    truth = C.pixel_attributes(images)
+    result = {"perplexity": float(np.exp(nll / tokens)),
+              "names_class": float(np.mean(read["class"] == labels))}
+    majority = C.majority_rates({a: truth[a] for a in attributes})
+    for a in attributes:
+        result[f"{a}_accuracy"] = float(np.mean(read[a] == truth[a]))
+        result[f"{a}_majority"] = majority[a][1]
+    result["captions"] = written
+    return result
+
+
 def _choose(logits, temperature, top_k, rng, banned=()):
     """The next token per row of logits z (N, V), never one of ``banned``: the argmax at
     temperature 0; otherwise a draw from softmax(z / temperature) over the top_k largest z
@@ -322,5 +373,5 @@ def _choose(logits, temperature, top_k, rng, banned=()):
     return xp.asarray(token.astype(np.int64))
 
 
-__all__ = ["Captioner", "ImageTokens", "caption_loss", "teacher_forcing", "IGNORE_INDEX",
-           "PAD_ID", "BOS_ID", "EOS_ID"]
+__all__ = ["Captioner", "ImageTokens", "caption_loss", "caption_metrics", "teacher_forcing",
+           "IGNORE_INDEX", "PAD_ID", "BOS_ID", "EOS_ID"]

@@ -156,6 +156,9 @@ class Captioner(nn.Module):
         self.image = ImageTokens(self.d_model, image_tokens, rng)
         self.num_prefix = self.image.num_tokens
         self.embed = nn.Embedding(self.vocab_size, self.d_model, rng=rng)
+        # GPT-2's N(0, 0.02²) rather than N(0, 1): word vectors as small as the image tokens,
+        # so the image is heard from the first step (with N(0, 1) the words drown it out)
+        self.embed.W.data = init.normal(self.embed.W.shape, 0.0, 0.02, rng)
         self.W_pos = Parameter(init.normal((self.num_prefix + self.max_len, self.d_model),
                                            0.0, 0.02, rng))
         self.blocks = nn.Sequential(*[nn.DecoderBlock(self.d_model, self.num_heads, self.dim_ff,

@@ -196,6 +196,10 @@ class Captioner(nn.Module):
         P = self.num_prefix
         return self._decode(x)[:, P:]                             # the caption positions
 
+    def loss(self, batch):
+        """:func:`caption_loss` (what ``fit`` and ``evaluate`` call without a ``loss_fn``)."""
+        return caption_loss(self, batch)
+
     def _as_images(self, images):
         params = self.parameters()
         device = params[0].device if params else "cpu"
@@ -284,7 +288,7 @@ class Captioner(nn.Module):
     # -- checkpoints ------------------------------------------------------------------------
     def config(self):
         """The constructor's arguments (saved with a checkpoint; :meth:`from_config`)."""
-        return {"model": "captioner", "vocab_size": self.vocab_size, "d_model": self.d_model,
+        return {"vocab_size": self.vocab_size, "d_model": self.d_model,
                 "num_heads": self.num_heads, "num_layers": self.num_layers,
                 "dim_ff": self.dim_ff, "max_len": self.max_len, "dropout": self.dropout,
                 "image_tokens": self.num_prefix,
@@ -303,54 +307,6 @@ class Captioner(nn.Module):
         return (f"vocab_size={self.vocab_size}, d_model={self.d_model}, "
                 f"num_layers={self.num_layers}, num_heads={self.num_heads}, "
                 f"max_len={self.max_len}")
-
-
-def caption_metrics(model, images, labels, ids, lengths, vocab, batch_size=256, max_len=16,
-                    attributes=("colour", "brightness", "position")):
-    """How well ``model`` writes: uint8 images (N, 3, H, W), their labels (N,) and reference
-    captions (ids (N, T), lengths (N,), as :func:`minimm.data.encode` makes them).
-
-    * ``perplexity``: exp(Σ nll / Σ tokens) over every reference caption token (words and
-      ``<eos>``) under teacher forcing — per token, exact over the set;
-    * ``names_class``: the fraction of greedy captions that name the true class (a synonym of
-      it, and no other class);
-    * ``<attribute>_accuracy``: the fraction of greedy captions whose word for the attribute
-      (or its absence) is the one :func:`minimm.data.captions.pixel_attributes` computes, and
-      ``<attribute>_majority``: the rate of always writing the most frequent value;
-    * ``captions``: the generated captions (str), in order.
-    """
-    from ..data import captions as C
-    images, labels = backend.to_numpy(images), backend.to_numpy(labels).astype(np.int64)
-    ids, lengths = backend.to_numpy(ids), backend.to_numpy(lengths)
-    n = len(labels)
-    if n == 0:
-        raise ValueError("caption_metrics: no images")
-    was_training = model.training
-    model.eval()
-    nll = tokens = 0.0
-    written = []
-    try:
-        for start in range(0, n, batch_size):
-            part = slice(start, min(start + batch_size, n))
-            with no_grad():
-                batch = {"images": model._as_images(images[part]), "ids": ids[part],
-                         "lengths": lengths[part]}
-                _, _, out = caption_loss(model, batch)
-            nll += float(out["nll"].sum())
-            tokens += float(out["tokens"].sum())
-            written += model.decode(model.generate(images[part], max_len=max_len), vocab)
-    finally:
-        model.train(was_training)
-    read = C.read_captions(written)
-    truth = C.pixel_attributes(images)
-    result = {"perplexity": float(np.exp(nll / tokens)),
-              "names_class": float(np.mean(read["class"] == labels))}
-    majority = C.majority_rates({a: truth[a] for a in attributes})
-    for a in attributes:
-        result[f"{a}_accuracy"] = float(np.mean(read[a] == truth[a]))
-        result[f"{a}_majority"] = majority[a][1]
-    result["captions"] = written
-    return result
 
 
 def _choose(logits, temperature, top_k, rng, banned=()):
@@ -376,5 +332,5 @@ def _choose(logits, temperature, top_k, rng, banned=()):
     return xp.asarray(token.astype(np.int64))
 
 
-__all__ = ["Captioner", "ImageTokens", "caption_loss", "caption_metrics", "teacher_forcing",
+__all__ = ["Captioner", "ImageTokens", "caption_loss", "teacher_forcing",
            "IGNORE_INDEX", "PAD_ID", "BOS_ID", "EOS_ID"]

@@ -1,5 +1,7 @@
 """The decoder block (prefix-causal self-attention, pre-norm) and its KV cache."""
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -7,11 +9,8 @@ import pytest
 import minimm as mm
 from minimm import nn
 
-
-def to_float64(module):
-    for p in module.parameters():
-        p.data = p.data.astype(np.float64)
-    return module
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_transformer import call_with, to_float64  # noqa: E402  (parameters as inputs)
 
 
 def perturbed(module, rng):
@@ -20,23 +19,6 @@ def perturbed(module, rng):
         if name.startswith("norm") or name.endswith(".b") or name.startswith("attn.b"):
             p.data = p.data + 0.3 * rng.standard_normal(p.shape)
     return module
-
-
-def call_with(module, params, *args, **kwargs):
-    """module(*args) with the named parameters (dotted names) replaced by the given Tensors."""
-    saved = []
-    try:
-        for name, t in params.items():
-            *path, leaf = name.split(".")
-            owner = module
-            for part in path:
-                owner = getattr(owner, part)
-            saved.append((owner, leaf, getattr(owner, leaf)))
-            object.__setattr__(owner, leaf, t)
-        return module(*args, **kwargs)
-    finally:
-        for owner, leaf, t in reversed(saved):
-            object.__setattr__(owner, leaf, t)
 
 
 # -- an independent NumPy transcription of the block --------------------------------------------

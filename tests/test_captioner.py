@@ -95,14 +95,15 @@ def test_padding_and_the_future_never_change_the_logits(device, rng):
     assert (np.abs(other - base).max(axis=(0, 2)) > 1e-5).all()         # the image: everywhere
 
 
-@pytest.mark.parametrize("N, image_tokens, temperature, top_k, seed", [
-    (1, 4, 0.0, None, None), (5, 16, 0.0, None, None), (3, 4, 0.0, None, None),
-    (4, 4, 1.0, None, 7), (2, 16, 1.0, None, 7), (6, 4, 0.8, 5, 11), (1, 16, 0.8, 5, 11)])
-def test_cache_gives_the_same_logits_at_every_step(N, image_tokens, temperature, top_k, seed,
-                                                   device):
-    """Batch sizes 1–6, image prefixes of 4 and 16 tokens, greedy and seeded sampling with
+@pytest.mark.parametrize("N, prefix, image_tokens, temperature, top_k, seed", [
+    (1, "global", 4, 0.0, None, None), (5, "cells", 16, 0.0, None, None),
+    (3, "global", 1, 0.0, None, None), (4, "cells", 4, 1.0, None, 7),
+    (2, "global", 9, 1.0, None, 7), (6, "global", 4, 0.8, 5, 11), (1, "cells", 16, 0.8, 5, 11)])
+def test_cache_gives_the_same_logits_at_every_step(N, prefix, image_tokens, temperature, top_k,
+                                                   seed, device):
+    """Batch sizes 1–6, image prefixes of 1 to 16 tokens, greedy and seeded sampling with
     and without top-k: every step's logits agree to 1e-5 (float32) and the tokens exactly."""
-    model = tiny(device, seed=N, image_tokens=image_tokens)
+    model = tiny(device, seed=N, image_tokens=image_tokens, image_prefix=prefix)
     x = images(N, seed=N)
     kw = dict(max_len=12, temperature=temperature, top_k=top_k, seed=seed)
     ids_c, logits_c = model.generate_with_logits(x, use_cache=True, **kw)
@@ -211,10 +212,26 @@ def test_a_tiny_captioner_learns_to_describe(device):
     assert written == ["a red car", "a photo of a blue jet"]
 
 
+def test_image_tokens_cells_and_global(device, rng):
+    x = mm.tensor(normalize_images(images(2)), device=device)
+    for prefix, P in (("cells", 4), ("cells", 16), ("global", 1), ("global", 6)):
+        model = tiny(device, image_prefix=prefix, image_tokens=P)
+        assert model.encode_images(x).shape == (2, P, 16) and model.num_prefix == P
+    cells = tiny(device, image_prefix="cells")
+    with mm.no_grad():
+        fmap = cells.image.cnn(x).data                                     # (2, 128, 2, 2)
+        tokens = cells.image(x).data
+    one = mm.tensor(np.ascontiguousarray(fmap[:, :, 0, 1])[:, None], device=device)
+    with mm.no_grad():                                # cell (row 0, column 1) is token 1
+        alone = cells.image.proj2(cells.image.act(cells.image.proj1(one))).data
+    np.testing.assert_allclose(mm.to_numpy(tokens[:, 1:2]), mm.to_numpy(alone), atol=1e-6)
+
+
 def test_config_round_trip_and_checkpoint(tmp_path, device):
-    model = tiny(device, seed=7, image_tokens=16, dropout=0.1)
+    model = tiny(device, seed=7, image_tokens=16, image_prefix="cells", dropout=0.1)
     again = Captioner.from_config(model.config())
     assert again.config() == model.config() and again.num_prefix == 16
+    assert again.image.prefix == "cells"
     mm.save({"model": model, "config": model.config()}, str(tmp_path / "c.npz"))
     ckpt = mm.load(str(tmp_path / "c.npz"))
     loaded = Captioner.from_config(ckpt["config"]).to(device)
@@ -238,6 +255,8 @@ def test_captioner_errors():
     with pytest.raises(ValueError, match="Captioner: vocab_size=3 must exceed the special ids"):
         Captioner(3)
     with pytest.raises(ValueError, match="ImageTokens: num_tokens must be 4"):
-        Captioner(V, image_tokens=9)
+        Captioner(V, image_tokens=9, image_prefix="cells")
+    with pytest.raises(ValueError, match="ImageTokens: prefix must be 'cells' or 'global'"):
+        Captioner(V, image_prefix="patches")
     with pytest.raises(ValueError, match=r"Captioner: position 25 exceeds the 24 positions"):
         model(mm.tensor(normalize_images(x)), np.zeros((1, 21), dtype=np.int64))

@@ -129,9 +129,24 @@ def test_caption_and_train_refuse_with_one_line(run, archive, tmp_path, capsys):
     assert "this captioner writes at most 17 tokens" in one_error_line(capsys.readouterr().err)
     for extra, want in ((["--d-model", "10", "--heads", "4"], "must be divisible by --heads"),
                         (["--multitask"], "the captioner has no class head"),
-                        (["--dropout", "1"], "--dropout must be below 1")):
+                        (["--dropout", "1"], "--dropout must be below 1"),
+                        (["--image-prefix", "cells", "--image-tokens", "5"],
+                         "--image-tokens 5: with --image-prefix cells it must be 4 or 16"),
+                        (["--image-tokens", "65"], "with --image-prefix global it must be in "
+                                                   "1..64")):
         assert main(["train", "--model", "captioner", "--data", archive, "--out",
                      str(tmp_path / "x"), *extra]) == 2
         assert want in one_error_line(capsys.readouterr().err)
     assert main(["caption", "--checkpoint", "x.npz", "--index", "1", "--count", "2"]) == 2
     assert "not allowed with argument" in one_error_line(capsys.readouterr().err)
+
+
+def test_time_budget_stops_before_the_budget_is_exceeded(archive, tmp_path):
+    budget = captioning.TimeBudget(25.0)
+    stops = [budget.on_epoch_end(e, {"train_time": 10.0}, None) for e in (1, 2)]
+    assert stops == [False, True]                 # 20 s done; a third epoch would reach 30
+    out = tmp_path / "budget"
+    assert main(["train", "--model", "captioner", "--data", archive, "--epochs", "50",
+                 "--time-budget", "1e-6", "--out", str(out), *TINY]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 1 and m["time_budget"] == 1e-6       # one epoch, then stopped

@@ -24,8 +24,8 @@ from ..data import captions as C
 from ..data.cifar10 import CLASSES
 from ..errors import UsageError
 from ..models import Captioner, caption_loss
-from ..train import PrintEpochs, evaluate as evaluate_model, fit, restore
-from . import non_negative_float, non_negative_int, positive_int, register
+from ..train import Callback, PrintEpochs, evaluate as evaluate_model, fit, restore
+from . import non_negative_float, non_negative_int, positive_float, positive_int, register
 from . import cifar10
 
 ATTRIBUTES = C.ATTRIBUTES
@@ -79,12 +79,18 @@ def add_arguments(parser):
     """The captioner's own options of ``python -m minimm train`` (it also reads --limit-train,
     --limit-test, --caption-seed and --max-len of the CIFAR-10 group)."""
     g = parser.add_argument_group("captioner (--model captioner)")
-    g.add_argument("--d-model", type=positive_int, default=128, help="decoder width")
+    g.add_argument("--d-model", type=positive_int, default=64, help="decoder width")
     g.add_argument("--layers", type=positive_int, default=2, help="decoder blocks")
     g.add_argument("--heads", type=positive_int, default=4, help="attention heads")
     g.add_argument("--dropout", type=non_negative_float, default=0.0)
-    g.add_argument("--image-tokens", type=positive_int, choices=(4, 16), default=4,
-                   help="the image prefix: the CNN's 2x2 map (4) or its 4x4 map (16)")
+    g.add_argument("--image-prefix", choices=("global", "cells"), default="global",
+                   help="the image tokens: from the whole CNN map (global, ClipCap's way) or "
+                        "one per cell of it (cells, LLaVA's way)")
+    g.add_argument("--image-tokens", type=positive_int, default=4,
+                   help="how many (global: 1..64; cells: 4 for the 2x2 map, 16 for 4x4)")
+    g.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                   help="stop after the epoch past which one more would exceed this much "
+                        "training time (--epochs stays the upper limit)")
 
 
 def build(args, vocab_size, rng):
@@ -94,12 +100,17 @@ def build(args, vocab_size, rng):
         raise UsageError(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
     if args.dropout >= 1:
         raise UsageError(f"--dropout must be below 1, got {args.dropout}")
+    if not (1 <= args.image_tokens <= 64) or (args.image_prefix == "cells"
+                                               and args.image_tokens not in (4, 16)):
+        raise UsageError(f"--image-tokens {args.image_tokens}: with --image-prefix "
+                         f"{args.image_prefix} it must be "
+                         + ("4 or 16" if args.image_prefix == "cells" else "in 1..64"))
     if args.multitask or args.lam:
         raise UsageError("--multitask and --lam belong to the classifiers; the captioner has "
                          "no class head")
     return Captioner(vocab_size, d_model=args.d_model, num_heads=args.heads,
                      num_layers=args.layers, max_len=args.max_len + 1, dropout=args.dropout,
-                     image_tokens=args.image_tokens, rng=rng)
+                     image_tokens=args.image_tokens, image_prefix=args.image_prefix, rng=rng)
 
 
 def train(args, say=print):
@@ -121,18 +132,20 @@ def train(args, say=print):
     data_config = {"kind": "captioner", "caption_seed": args.caption_seed,
                    "caption_max_len": args.max_len, "train_samples": len(y_train),
                    "test_samples": len(y_test)}
+    budget = f" (at most {args.time_budget:g} s of training)" if args.time_budget else ""
     say(f"train: captioner (d_model {args.d_model}, {args.layers} layers, {args.heads} heads, "
-        f"{args.image_tokens} image tokens), {len(y_train)} train / {len(y_test)} test images, "
-        f"{epochs} epoch(s), batch {args.batch_size}, Adam lr {args.lr}, device {args.device} "
-        f"-> {args.out}")
+        f"{args.image_tokens} {args.image_prefix} image tokens), {len(y_train)} train / "
+        f"{len(y_test)} test images, {epochs} epoch(s){budget}, batch {args.batch_size}, Adam "
+        f"lr {args.lr}, device {args.device} -> {args.out}")
+    callbacks = [TimeBudget(args.time_budget)] if args.time_budget else []
+    if args.no_progress:
+        callbacks.append(PrintEpochs(epochs, ("loss", "token_accuracy", "val_loss",
+                                              "val_token_accuracy", "epoch_time")))
     history = fit(model, train_set, test_set, epochs, optimizer, loss_fn=caption_loss,
                   batch_size=args.batch_size, device=args.device, seed=args.seed,
                   progress=not args.no_progress, checkpoint_path=checkpoint,
                   resume=args.resume, checkpoint_extra=data_config,
-                  eval_batch_size=args.eval_batch_size,
-                  callbacks=[PrintEpochs(epochs, ("loss", "token_accuracy", "val_loss",
-                                                  "val_token_accuracy", "epoch_time"))]
-                  if args.no_progress else ())
+                  eval_batch_size=args.eval_batch_size, callbacks=callbacks)
     result = history.val_result
     if result is None:                       # a finished run resumed: evaluate it now
         result = evaluate_model(model, test_set, caption_loss, args.eval_batch_size)
@@ -142,7 +155,7 @@ def train(args, say=print):
     out.update({"model": "captioner", "epochs": len(history), "train_samples": len(y_train),
                 "test_samples": len(y_test), "batch_size": args.batch_size, "lr": args.lr,
                 "seed": args.seed, "device": args.device, "config": model.config(),
-                "train_seconds": float(sum(times)),
+                "train_seconds": float(sum(times)), "time_budget": args.time_budget,
                 "seconds": float(sum(history.history.get("epoch_time", []))),
                 "generation_seconds": time.perf_counter() - t_gen,
                 "wall_seconds": time.perf_counter() - t_start})
@@ -151,6 +164,20 @@ def train(args, say=print):
     _plot(history, args.out)
     say(summary(out))
     return out
+
+
+class TimeBudget(Callback):
+    """Stop :func:`fit` after the epoch past which one more epoch, as long as this run's mean
+    epoch, would take the training time (History's "train_time", validation excluded) past
+    ``seconds``: the total stays within the budget (unless one epoch alone exceeds it)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.spent, self.epochs = float(seconds), 0.0, 0
+
+    def on_epoch_end(self, epoch, logs, model):
+        self.spent += float(logs["train_time"])
+        self.epochs += 1
+        return self.spent + self.spent / self.epochs > self.seconds
 
 
 def _metrics(model, result, data, vocab, batch_size):
@@ -310,5 +337,6 @@ def caption(args, ckpt, say=print):
 register("captioner", sys.modules[__name__])
 
 __all__ = ["caption_data", "perplexity", "generation_metrics", "add_arguments", "build",
+           "TimeBudget",
            "train", "evaluate", "summary", "rebuild", "add_caption_parser", "load_image",
            "caption"]

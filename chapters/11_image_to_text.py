@@ -166,11 +166,25 @@ print(f"perplexity floor per token: {floor['with_image']:.3f} with the image, "
 # %% [markdown]
 # ## 11.3 How the words see the image: a prefix or cross-attention
 #
-# **LLaVA's way, used here: the image as a prefix.** The image becomes $P$ tokens in the
-# decoder's width — the CNN of chapter 8 without its Flatten gives a $128 \times 2 \times 2$ map,
-# i.e. $P = 4$ vectors of 128 numbers, and a small MLP (LLaVA-1.5's projector,
-# Linear–GELU–Linear) maps each to $d$ dimensions. They are put **in front of** the word
-# embeddings, and one stack of self-attention blocks runs over the whole sequence
+# **The image as a prefix (LLaVA's way, used here).** The image becomes $P$ tokens in the
+# decoder's width. The CNN of chapter 8 without its Flatten gives a $128 \times 2 \times 2$ map;
+# there are two common ways to turn it into tokens (`ImageTokens`):
+#
+# * **cells** — each of the $2\times2$ cells is a token, a small MLP (LLaVA-1.5's projector,
+#   Linear–GELU–Linear) mapping its 128 numbers to $d$ — LLaVA feeds its ViT's patch features
+#   this way;
+# * **global** (the default here) — the whole map, the classifier's 512 features, goes through
+#   Linear–GELU–Linear to $P\cdot d$ numbers, cut into $P$ tokens — as ClipCap turns one image
+#   embedding into a few prefix tokens.
+#
+# A cell token is read through weights shared by every cell, so telling *which* cell holds what
+# is left to the position embeddings and attention; a global token has weights of its own for
+# every cell, as the classifier's Flatten + Linear has. On CIFAR-10 this mattered: trained on the
+# same 10,000 images for 4 epochs, the global prefix named the true class in 46 % of its
+# captions, the cells in 36 % (README, "Image to text").
+#
+# The tokens are put **in front of** the word embeddings, and one stack of self-attention
+# blocks runs over the whole sequence
 # $[v_1 \dots v_P, e(\langle\text{bos}\rangle), e(w_1), \dots]$ with the mask
 #
 # $$M_{ij} = [\, j \le i \,] \ \lor\ [\, j < P \,]:$$
@@ -192,6 +206,9 @@ print(f"perplexity floor per token: {floor['with_image']:.3f} with the image, "
 # prefix needs nothing new — any decoder-only language model can read an image this way, which is
 # why LLaVA (and GPT-4-style systems built on a pretrained language model) use it. With $P = 4$
 # image tokens and captions of about 10 words, the two cost about the same here.
+#
+# Our model: $P = 4$ global tokens, $d = 64$, 2 blocks of 4 heads (on the real data; quick mode
+# uses 1 block).
 
 # %%
 P = 4
@@ -208,12 +225,13 @@ ax.set(xlabel="key (what is seen)", ylabel="query (who looks)",
 plt.tight_layout(); plt.show()
 
 # %%
-d_model, layers = (64, 1) if not path else (128, 2)
+d_model, layers = (64, 1) if not path else (64, 2)
 model = Captioner(len(vocab), d_model=d_model, num_heads=4, num_layers=layers,
                   rng=np.random.default_rng(SEED))
 print(model)
 print(f"{sum(p.data.size for p in model.parameters()):,} parameters, "
-      f"of which {sum(p.data.size for p in model.image.cnn.parameters()):,} in the CNN")
+      f"of which {sum(p.data.size for p in model.image.cnn.parameters()):,} in the CNN; "
+      f"image prefix: {model.num_prefix} {model.image.prefix} tokens")
 
 with mm.no_grad():
     batch = {k: v[:2] for k, v in test_set.items()}

@@ -111,7 +111,8 @@ vocab = captions.caption_vocabulary(attributes=True)
 train_set = caption_data(x_train, y_train, caption_seed=SEED, vocab=vocab)     # 16 ids each
 test_set = caption_data(x_test, y_test, caption_seed=SEED + 1, vocab=vocab)
 references = [" ".join(vocab.decode(ids)) for ids in test_set["ids"]]
-print(vocab, "| <pad> <unk> <bos> <eos> =", [vocab[w] for w in ("<pad>", "<unk>", "<bos>", "<eos>")])
+print(vocab, "| <pad> <unk> <bos> <eos> =",
+      [vocab[w] for w in ("<pad>", "<unk>", "<bos>", "<eos>")])
 
 # %%
 fig, axes = plt.subplots(1, 6, figsize=(13, 2.8))
@@ -255,8 +256,8 @@ for row_in, row_out in zip(inputs, targets):
 # not even computed) and padding targets are `ignore_index` $= -100$. With $\mathcal K$ the set
 # of kept positions, logits $z_t$ and targets $y_t$,
 #
-# $$\mathcal L = -\frac{1}{|\mathcal K|}\sum_{t\in\mathcal K} \log \operatorname{softmax}(z_t)_{y_t},
-# \qquad \frac{\partial \mathcal L}{\partial z_t} =
+# $$\mathcal L = -\frac{1}{|\mathcal K|}\sum_{t\in\mathcal K}
+# \log \operatorname{softmax}(z_t)_{y_t}, \qquad \frac{\partial \mathcal L}{\partial z_t} =
 # \begin{cases} \big(\operatorname{softmax}(z_t) - \operatorname{onehot}(y_t)\big)/|\mathcal K| &
 # t \in \mathcal K,\\ 0 & \text{otherwise.}\end{cases}$$
 #
@@ -312,8 +313,8 @@ def block_with(x, *values):
 
 
 x64 = np.random.default_rng(2).standard_normal((2, 5, 8))
-print("gradcheck:", mm.gradcheck(block_with, [x64] + [prm.data.copy() for prm in block.parameters()],
-                                 mode="random", n_directions=6))
+values = [prm.data.copy() for prm in block.parameters()]
+print("gradcheck:", mm.gradcheck(block_with, [x64] + values, mode="random", n_directions=6))
 
 # %% [markdown]
 # **Exposure bias.** Teacher forcing trains each prediction on a *perfect* past. When the model
@@ -521,8 +522,8 @@ plt.tight_layout(); plt.show()
 # The command line trains the same model on all of CIFAR-10 and writes with it:
 #
 # ```
-# python -m minimm train --model captioner --data cifar-10-binary.tar.gz --epochs 5 --out runs/captioner
-# python -m minimm caption --checkpoint runs/captioner/model.npz --data cifar-10-binary.tar.gz --count 8
+# python -m minimm train --model captioner --data cifar-10-binary.tar.gz --out runs/captioner
+# python -m minimm caption --checkpoint runs/captioner/model.npz --data ... --count 8
 # python -m minimm caption --checkpoint runs/captioner/model.npz --image my_photo.jpg
 # ```
 #

@@ -59,8 +59,9 @@ def run(lengths=(16, 64), batch=64, repeats=5, seed=0, print_fn=print):
     print_fn(f"{'length':>6} {'batch':>5} {'cache ms':>9} {'no-cache ms':>11} {'encode ms':>9} "
              f"{'speed-up':>8} {'decode only':>11}")
     for r in rows:
-        print_fn(f"{r['length']:>6} {r['batch']:>5} {r['cache_ms']:>9.1f} {r['no_cache_ms']:>11.1f} "
-                 f"{r['encode_ms']:>9.1f} {r['speedup']:>7.2f}x {r['decode_speedup']:>10.2f}x")
+        print_fn(f"{r['length']:>6} {r['batch']:>5} {r['cache_ms']:>9.1f} "
+                 f"{r['no_cache_ms']:>11.1f} {r['encode_ms']:>9.1f} {r['speedup']:>7.2f}x "
+                 f"{r['decode_speedup']:>10.2f}x")
     return rows
 
 

@@ -157,8 +157,9 @@ class Captioner(nn.Module):
     max_len: the most tokens it writes (words and ``<eos>``); the position table covers the
     P image tokens, ``<bos>`` and max_len − 1 fed-back words.
 
-    ``forward(images, tokens)``: images (B, 3, 32, 32) float32 (normalised), tokens (B, L) ids
-    -> logits (B, L, vocab_size) at the caption positions (the prefix's are not computed).
+    ``forward(images, tokens)``: images (B, 3, 32, 32), float32 normalised or uint8 (then
+    normalised as in training), tokens (B, L) ids -> logits (B, L, vocab_size) at the caption
+    positions (the prefix's are not computed).
     """
 
     def __init__(self, vocab_size, d_model=64, num_heads=4, num_layers=2, dim_ff=None,
@@ -170,8 +171,9 @@ class Captioner(nn.Module):
                              f"ids (bos {bos_id}, eos {eos_id}, pad {pad_id})")
         if int(max_len) < 1:
             raise ValueError(f"Captioner: max_len must be >= 1, got {max_len}")
-        self.vocab_size, self.d_model, self.num_heads = int(vocab_size), int(d_model), int(num_heads)
-        self.num_layers, self.max_len, self.dropout = int(num_layers), int(max_len), float(dropout)
+        self.vocab_size, self.d_model = int(vocab_size), int(d_model)
+        self.num_heads, self.num_layers = int(num_heads), int(num_layers)
+        self.max_len, self.dropout = int(max_len), float(dropout)
         self.dim_ff = int(dim_ff) if dim_ff else 4 * self.d_model
         self.bos_id, self.eos_id, self.pad_id = int(bos_id), int(eos_id), int(pad_id)
         self.image = ImageTokens(self.d_model, image_tokens, image_prefix, rng)
@@ -189,9 +191,10 @@ class Captioner(nn.Module):
         self.head = nn.Linear(self.d_model, self.vocab_size, rng=rng)
 
     # -- the decoder ------------------------------------------------------------------------
-    def _decode(self, x, start=0, caches=None, last_only=False):
-        """x (B, L, d): the embedded sequence from absolute position ``start`` -> logits
-        (B, L, V) (or (B, 1, V) for the last position), through the blocks and their caches."""
+    def _decode(self, x, start=0, caches=None, keep_from=0):
+        """x (B, L, d): the embedded sequence from absolute position ``start``, through the
+        blocks (and their caches) -> logits (B, L − keep_from, V) of the positions from
+        ``keep_from`` on (the others get no LayerNorm and no head)."""
         L = x.shape[1]
         if start + L > self.W_pos.shape[0]:
             raise ValueError(f"Captioner: position {start + L} exceeds the "
@@ -203,9 +206,7 @@ class Captioner(nn.Module):
                 else nn.prefix_causal_mask(self.num_prefix, L, start + L, start, xp))
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, cache=None if caches is None else caches[i])
-        if last_only:
-            x = x[:, L - 1:]
-        return self.head(self.norm(x))
+        return self.head(self.norm(x[:, keep_from:] if keep_from else x))
 
     def encode_images(self, images):
         """The image prefix (B, P, d_model); uint8 images are normalised as in training."""
@@ -214,8 +215,7 @@ class Captioner(nn.Module):
     def forward(self, images, tokens):
         prefix = self.encode_images(images)
         x = F.concat([prefix, self.embed(tokens)], axis=1)       # (B, P + L, d)
-        P = self.num_prefix
-        return self._decode(x)[:, P:]                             # the caption positions
+        return self._decode(x, keep_from=self.num_prefix)        # the caption positions
 
     def loss(self, batch):
         """:func:`caption_loss` (what ``fit`` and ``evaluate`` call without a ``loss_fn``)."""
@@ -238,7 +238,8 @@ class Captioner(nn.Module):
                  seed=None):
         """Write a caption for each image: token ids (N, T), T ≤ max_len, each row the
         words then ``<eos>`` then ``pad_id``; T is shorter than max_len when every row has
-        stopped. ``<pad>`` and ``<bos>`` are never written (no caption target is either). temperature 0: greedy (argmax); > 0: sample from softmax(logits / temperature),
+        stopped; ``<pad>`` and ``<bos>`` are never written (no caption target is either).
+        temperature 0: greedy (argmax); > 0: sample from softmax(logits / temperature),
         among the ``top_k`` most likely tokens if given, with ``np.random.default_rng(seed)``.
         ``use_cache``: a KV cache per layer (the same result, less work per step)."""
         return self.generate_with_logits(images, max_len, temperature, top_k, use_cache,
@@ -273,7 +274,7 @@ class Captioner(nn.Module):
                 x, start = F.concat([prefix, self.embed(fed)], axis=1), 0
             else:                                                   # only the newest token
                 x, start = self.embed(fed[:, -1:]), P + t
-            step = self._decode(x, start, caches, last_only=True).data[:, 0]   # (N, V)
+            step = self._decode(x, start, caches, keep_from=x.shape[1] - 1).data[:, 0]
             token = _choose(step, temperature, top_k, rng, banned=(self.pad_id, self.bos_id))
             token = xp.where(done, self.pad_id, token)
             done = done | (token == self.eos_id)

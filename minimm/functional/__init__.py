@@ -8,6 +8,7 @@ from .activations import log_softmax, logsumexp, relu, sigmoid, softmax, tanh
 from .conv import avg_pool2d, col2im, conv2d, conv2d_simple, im2col, max_pool2d
 from .conv import max_pool2d_simple
 from .attention import causal_mask, masked_softmax, scaled_dot_product_attention
+from .contrastive import clip_logits, clip_loss, normalize
 from .losses import cross_entropy, cross_entropy_simple
 from .nn_ops import (default_generator, dropout, embedding, erf, gelu, linear,
                      manual_seed)

@@ -42,6 +42,8 @@ class MultiModalTransformer(nn.Module):
     """[CLS] + image patches + caption tokens → TransformerEncoder → Linear on [CLS].
 
     vocab_size: caption vocabulary (id 0 = <pad>); ignored in mode "image".
+    num_classes: the head's outputs; 0 or None for no head (an encoder: forward returns the
+    [CLS] features, as CLIP's towers use it).
     mode: "multimodal", "image" or "text". d_model, depth, num_heads, dim_ff (default
     4·d_model): the encoder. patch_size p: image_size must be a multiple of it. max_len:
     the longest caption. Parameters: ``cls`` (d_model,), ``patch`` (PatchEmbedding),
@@ -64,7 +66,7 @@ class MultiModalTransformer(nn.Module):
         if int(image_size) % int(patch_size):
             raise ValueError(f"MultiModalTransformer: image_size={image_size} is not a "
                              f"multiple of patch_size={patch_size}")
-        self.mode, self.num_classes = mode, int(num_classes)
+        self.mode, self.num_classes = mode, int(num_classes or 0)
         self.vocab_size = int(vocab_size) if vocab_size is not None else 0
         self.d_model, self.depth, self.num_heads = int(d_model), int(depth), int(num_heads)
         self.patch_size, self.max_len = int(patch_size), int(max_len)
@@ -85,7 +87,7 @@ class MultiModalTransformer(nn.Module):
             self.pos_text = nn.Parameter(init.normal((self.max_len, d), 0.0, 0.02, rng))
         self.encoder = nn.TransformerEncoder(d, self.num_heads, self.dim_ff, self.depth,
                                              dropout=self.dropout, rng=rng)
-        self.head = nn.Linear(d, self.num_classes, rng=rng)
+        self.head = nn.Linear(d, self.num_classes, rng=rng) if self.num_classes else None
 
     # -- the token sequence -------------------------------------------------------------------
     def image_tokens(self, images):
@@ -141,7 +143,8 @@ class MultiModalTransformer(nn.Module):
         return h[:, 0]
 
     def forward(self, images=None, ids=None, lengths=None):
-        return self.head(self.features(images, ids, lengths))
+        h = self.features(images, ids, lengths)
+        return self.head(h) if self.head is not None else h
 
     def attention_maps(self):
         """The last call's attention weights, one NumPy array (B, h, L, L) per layer."""

@@ -1,0 +1,185 @@
+"""CLIP-style contrastive image–text pretraining (Radford et al. 2021) and zero-shot use.
+
+Two towers map each modality to one shared embedding space, trained without labels: a
+batch of N (image, caption) pairs is scored all against all and the symmetric InfoNCE
+(:func:`minimm.functional.clip_loss`) asks every image to pick its own caption among the N,
+and every caption its own image:
+
+    I = f_img(images) W_i,   T = f_txt(ids, lengths) W_t          (N, embed_dim) each
+    L = clip_loss(I, T, s),  s = min(exp(t), 100)                t = log(1/0.07) at the start
+
+f_img is the ViT of :class:`~minimm.models.MultiModalTransformer` in mode "image" (its
+[CLS] output) or the article's CNN branch; f_txt its Transformer in mode "text" or the
+article's LSTM branch. W_i, W_t are linear projections without bias; t is the learned
+log-temperature (s = 1/τ), clipped at s = 100 as CLIP does so the softmax cannot become
+arbitrarily sharp.
+
+Zero-shot classification turns the text tower into a classifier with no training: each
+class k is written into M prompt templates ("a picture of a {}", …), the M text
+embeddings are normalised, averaged and renormalised into c_k, and an image is assigned
+to the class with the largest cosine similarity Î·c_k. A linear probe instead fits a
+softmax regression on the frozen image embeddings.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from .. import nn, optim
+from ..autograd import Tensor, no_grad
+from ..nn import init
+from .multimodal import ImageBranch, TextBranch
+from .transformer import MultiModalTransformer
+
+IMAGE_ENCODERS, TEXT_ENCODERS = ("vit", "cnn"), ("transformer", "lstm")
+
+
+class CLIP(nn.Module):
+    """Image tower + text tower, each projected to ``embed_dim``; a learned temperature.
+
+    image_encoder: "vit" (patches + [CLS], sizes d_model, depth, num_heads, patch_size) or
+    "cnn" (the article's Conv32-Pool-Conv64-Pool-Conv128-Pool, 512 features).
+    text_encoder: "transformer" (same sizes, captions up to max_len) or "lstm" (the
+    article's Embedding(64) + LSTM(128)). Parameters ``W_i`` (F_img, embed_dim), ``W_t``
+    (F_txt, embed_dim), both N(0, 1/F) as CLIP's projections, and ``t`` (0-d), log(1/0.07).
+
+    ``encode_image(images)`` (B, embed_dim) and ``encode_text(ids, lengths)`` (B, embed_dim)
+    are not normalised (the loss and the zero-shot scores normalise them);
+    ``forward(images, ids, lengths)`` returns both; ``logit_scale`` is s = min(e^t, 100).
+    """
+
+    def __init__(self, vocab_size, embed_dim=128, image_encoder="vit", text_encoder="transformer",
+                 d_model=128, depth=4, num_heads=4, patch_size=4, max_len=16, image_size=32,
+                 temperature=0.07, max_logit_scale=100.0, rng=None):
+        super().__init__()
+        if image_encoder not in IMAGE_ENCODERS or text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"CLIP: image_encoder must be one of {IMAGE_ENCODERS} and "
+                             f"text_encoder one of {TEXT_ENCODERS}, got {image_encoder!r} and "
+                             f"{text_encoder!r}")
+        if not (temperature > 0 and max_logit_scale > 0):
+            raise ValueError(f"CLIP: temperature and max_logit_scale must be positive, got "
+                             f"{temperature} and {max_logit_scale}")
+        self.vocab_size, self.embed_dim = int(vocab_size), int(embed_dim)
+        self.image_encoder, self.text_encoder = image_encoder, text_encoder
+        self.d_model, self.depth, self.num_heads = int(d_model), int(depth), int(num_heads)
+        self.patch_size, self.max_len, self.image_size = int(patch_size), int(max_len), int(image_size)
+        self.temperature, self.max_logit_scale = float(temperature), float(max_logit_scale)
+        sizes = dict(d_model=self.d_model, depth=self.depth, num_heads=self.num_heads,
+                     max_len=self.max_len, rng=rng)
+        if image_encoder == "vit":
+            self.image = MultiModalTransformer(None, None, "image", patch_size=self.patch_size,
+                                               image_size=self.image_size, **sizes)
+            F_img = self.d_model
+        else:
+            self.image = ImageBranch(rng)
+            F_img = self.image.out_features
+        if text_encoder == "transformer":
+            self.text = MultiModalTransformer(self.vocab_size, None, "text", **sizes)
+            F_txt = self.d_model
+        else:
+            self.text = TextBranch(self.vocab_size, rng=rng)
+            F_txt = self.text.out_features
+        self.W_i = nn.Parameter(init.normal((F_img, self.embed_dim), 0.0, F_img ** -0.5, rng))
+        self.W_t = nn.Parameter(init.normal((F_txt, self.embed_dim), 0.0, F_txt ** -0.5, rng))
+        self.t = nn.Parameter(np.array(math.log(1.0 / self.temperature), dtype=np.float32))
+
+    @property
+    def logit_scale(self):
+        """s = min(exp(t), max_logit_scale): a 0-d Tensor; no gradient once clipped."""
+        return F.clip(F.exp(self.t), hi=self.max_logit_scale)
+
+    def encode_image(self, images):
+        """f_img(images) W_i: (B, embed_dim)."""
+        return F.matmul(self.image(images), self.W_i)
+
+    def encode_text(self, ids, lengths=None):
+        """f_txt(ids, lengths) W_t: (B, embed_dim); padding past ``lengths`` is ignored."""
+        h = self.text(None, ids, lengths) if self.text_encoder == "transformer" \
+            else self.text(ids, lengths)
+        return F.matmul(h, self.W_t)
+
+    def forward(self, images, ids, lengths=None):
+        """(I, T) = (encode_image(images), encode_text(ids, lengths)), for ``F.clip_loss``."""
+        return self.encode_image(images), self.encode_text(ids, lengths)
+
+    # -- zero-shot ----------------------------------------------------------------------------
+    def class_embeddings(self, ids, lengths, num_classes):
+        """c_k = normalize(mean_m normalize(T_{k,m})) (num_classes, embed_dim), from prompt
+        ids (num_classes·M, T) written class by class (rows k·M … k·M + M − 1 are class k's
+        M templates)."""
+        T_e = F.normalize(self.encode_text(ids, lengths))
+        K = int(num_classes)
+        if T_e.shape[0] % K:
+            raise ValueError(f"CLIP.class_embeddings: {T_e.shape[0]} prompts are not "
+                             f"num_classes={K} classes × M templates")
+        return F.normalize(F.mean(F.reshape(T_e, (K, -1, self.embed_dim)), axis=1))
+
+    def zero_shot_logits(self, images, class_emb):
+        """s · Î cᵀ (B, num_classes): the prediction is the nearest class embedding."""
+        return F.clip_logits(self.encode_image(images), class_emb, self.logit_scale)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def config(self):
+        return {"architecture": "clip", "vocab_size": self.vocab_size,
+                "embed_dim": self.embed_dim, "image_encoder": self.image_encoder,
+                "text_encoder": self.text_encoder, "d_model": self.d_model,
+                "depth": self.depth, "num_heads": self.num_heads, "patch_size": self.patch_size,
+                "max_len": self.max_len, "image_size": self.image_size,
+                "temperature": self.temperature, "max_logit_scale": self.max_logit_scale}
+
+    @classmethod
+    def from_config(cls, config, rng=None):
+        c = dict(config)
+        ints = ("embed_dim", "d_model", "depth", "num_heads", "patch_size", "max_len",
+                "image_size")
+        kw = {k: int(c[k]) for k in ints if k in c}
+        kw.update({k: float(c[k]) for k in ("temperature", "max_logit_scale") if k in c})
+        kw.update({k: str(c[k]) for k in ("image_encoder", "text_encoder") if k in c})
+        return cls(int(c["vocab_size"]), rng=rng, **kw)
+
+    def extra_repr(self):
+        return (f"image_encoder={self.image_encoder!r}, text_encoder={self.text_encoder!r}, "
+                f"embed_dim={self.embed_dim}")
+
+
+def decay_groups(model, weight_decay):
+    """Two parameter groups for AdamW, as open_clip trains CLIP: the weight matrices decayed
+    by ``weight_decay``; biases, norm gains, the [CLS] token, t (all < 2-D) and the token,
+    position and modality embeddings not (decaying t would pull the temperature to 1)."""
+    embeddings = ("embed.W", "pos_image", "pos_text", "modality")
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or name.endswith(embeddings)
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": float(weight_decay)},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels, num_classes=10,
+                 epochs=30, batch_size=256, lr=1e-2, weight_decay=1e-4, seed=0):
+    """Accuracy on the test set of a softmax regression y = x W + b fitted on frozen
+    features (the features standardised with the training mean and std; AdamW on the
+    cross-entropy). Arrays in, a float out."""
+    Xtr, Xte = (np.asarray(backend.to_numpy(a), dtype=np.float32)
+                for a in (train_features, test_features))
+    ytr, yte = np.asarray(train_labels), np.asarray(test_labels)
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
+    rng = np.random.default_rng(seed)
+    probe = nn.Linear(Xtr.shape[1], int(num_classes), rng=rng)
+    opt = optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for epoch in range(int(epochs)):
+        order = rng.permutation(len(ytr))
+        for i in range(0, len(ytr), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(probe(Tensor(Xtr[idx])), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with no_grad():
+        predicted = probe(Tensor(Xte)).data.argmax(axis=1)
+    return float((predicted == yte).mean())
+
+
+__all__ = ["CLIP", "decay_groups", "linear_probe", "IMAGE_ENCODERS", "TEXT_ENCODERS"]

@@ -203,7 +203,7 @@ def train(args, say=print):
                 "train_samples": len(y_train), "test_samples": len(y_test),
                 "batch_size": args.batch_size, "lr": args.lr,
                 "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
-                "parameters": transformer.parameter_count(checkpoint),
+                "parameters": transformer.parameter_count(model),
                 "test_loss": history.history["val_loss"][-1] if len(history) else None,
                 "seconds": float(sum(epoch_times)),
                 "seconds_per_epoch": float(np.mean(epoch_times)) if epoch_times else None,

@@ -13,13 +13,11 @@ the encoder's sizes and the number of parameters.
 import os
 import sys
 
-import numpy as np
-
 from .._io import write_json
+from ..data import captions
 from ..errors import UsageError
 from ..models import MultiModalTransformer
 from ..models.transformer import MODES
-from ..serialization import load
 from . import cifar10, positive_int, register
 
 evaluate, summary = cifar10.evaluate, cifar10.summary
@@ -55,9 +53,9 @@ def build(args, vocab_size, rng):
                                  patch_size=args.patch_size, max_len=args.max_len, rng=rng)
 
 
-def parameter_count(checkpoint):
-    """The number of trained numbers in a checkpoint written by ``train``."""
-    return int(sum(np.size(v) for v in load(checkpoint)["model"].values()))
+def parameter_count(model):
+    """The number of trained numbers (parameters; buffers such as running means are not)."""
+    return int(sum(p.size for p in model.parameters()))
 
 
 def train(args, say=print):
@@ -67,7 +65,8 @@ def train(args, say=print):
     out = cifar10.train(args, say)
     out.update({"mode": args.mode, "d_model": args.d_model, "depth": args.depth,
                 "heads": args.heads, "patch_size": args.patch_size,
-                "parameters": parameter_count(os.path.join(args.out, "model.npz"))})
+                "parameters": parameter_count(build(args, len(captions.caption_vocabulary()),
+                                                    None))})
     write_json(out, os.path.join(args.out, "metrics.json"))
     return out
 

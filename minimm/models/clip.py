@@ -29,17 +29,45 @@ from .. import functional as F
 from .. import nn, optim
 from ..autograd import Tensor, no_grad
 from ..nn import init
-from .multimodal import ImageBranch, TextBranch
+from .multimodal import IMAGE_FEATURES, ImageBranch, TextBranch
 from .transformer import MultiModalTransformer
 
 IMAGE_ENCODERS, TEXT_ENCODERS = ("vit", "cnn"), ("transformer", "lstm")
+
+
+class FeatureBatchNorm(nn.Module):
+    """y = (x − μ_B) / √(σ²_B + ε) · weight + bias for features x (N, C), statistics over the
+    batch per feature (running estimates in evaluation), as ``torch.nn.BatchNorm1d``.
+
+    Why the CNN tower needs it: the article's CNN ends in ReLU and max pooling, so at
+    initialisation its 512 features are ≥ 0 and nearly the same for every image (on the
+    stand-in their spread across images is under a tenth of their mean): all image embeddings
+    point one way, every similarity in a batch is about equal, and the contrastive gradient
+    shrinks those small differences further until the embeddings collapse to one point (loss
+    exactly log N). Standardising each feature over the batch leaves only what differs between
+    images. (A LayerNorm, per image over its features, does not remove a pattern every image
+    shares; CLIP's own ResNet ends in attention pooling instead.)
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.weight = nn.Parameter(init.ones((num_features,)))
+        self.bias = nn.Parameter(init.zeros((num_features,)))
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
+        self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
 
 
 class CLIP(nn.Module):
     """Image tower + text tower, each projected to ``embed_dim``; a learned temperature.
 
     image_encoder: "vit" (patches + [CLS], sizes d_model, depth, num_heads, patch_size) or
-    "cnn" (the article's Conv32-Pool-Conv64-Pool-Conv128-Pool, 512 features).
+    "cnn" (the article's Conv32-Pool-Conv64-Pool-Conv128-Pool, 512 features, then a
+    :class:`FeatureBatchNorm`).
     text_encoder: "transformer" (same sizes, captions up to max_len) or "lstm" (the
     article's Embedding(64) + LSTM(128)). Parameters ``W_i`` (F_img, embed_dim), ``W_t``
     (F_txt, embed_dim), both N(0, 1/F) as CLIP's projections, and ``t`` (0-d), log(1/0.07).
@@ -72,8 +100,8 @@ class CLIP(nn.Module):
                                                image_size=self.image_size, **sizes)
             F_img = self.d_model
         else:
-            self.image = ImageBranch(rng)
-            F_img = self.image.out_features
+            self.image = nn.Sequential(ImageBranch(rng), FeatureBatchNorm(IMAGE_FEATURES))
+            F_img = IMAGE_FEATURES
         if text_encoder == "transformer":
             self.text = MultiModalTransformer(self.vocab_size, None, "text", **sizes)
             F_txt = self.d_model
@@ -182,4 +210,5 @@ def linear_probe(train_features, train_labels, test_features, test_labels, num_c
     return float((predicted == yte).mean())
 
 
-__all__ = ["CLIP", "decay_groups", "linear_probe", "IMAGE_ENCODERS", "TEXT_ENCODERS"]
+__all__ = ["CLIP", "FeatureBatchNorm", "decay_groups", "linear_probe", "IMAGE_ENCODERS",
+           "TEXT_ENCODERS"]

@@ -34,10 +34,10 @@ import minimm as mm
 from minimm import functional as F
 from minimm.data import CLASSES, captions, cifar10, prompts, standin
 from minimm.experiments.cifar10 import Objective, caption_dataset
-from minimm.experiments.clip import (ContrastiveObjective, embed_images, pairs,
-                                     zero_shot)
+from minimm.experiments.clip import (ContrastiveObjective, embed_images, linear_probe,
+                                     pairs, zero_shot)
 from minimm.models import CLIP, MultiModalModel
-from minimm.models.clip import decay_groups, linear_probe
+from minimm.models.clip import decay_groups
 from minimm.train import evaluate, fit
 
 QUICK = os.environ.get("MINIMM_QUICK") == "1"  # the tests set this: a small stand-in dataset

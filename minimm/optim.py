@@ -15,7 +15,7 @@ NumPy and CuPy alike.
 import math
 
 from . import backend
-from .autograd import Tensor
+from .autograd import Tensor, increment_version
 
 
 def _tensors(params, op, where):
@@ -142,6 +142,7 @@ class Optimizer:
                                  f"{p.data.shape} but its grad has shape {g.shape}")
             xp = backend.get_array_module(p.data)
             self._update(xp, p.data, g, self.state.setdefault(i, {}), group)
+            increment_version(p)   # in place: a graph built before the step is now stale
 
     def _update(self, xp, theta, g, state, group):
         raise NotImplementedError

@@ -11,7 +11,8 @@ import minimm as mm
 from minimm import functional as F, optim
 from minimm.data import captions, prompts
 from minimm.models import CLIP
-from minimm.models.clip import FeatureBatchNorm, decay_groups, linear_probe
+from minimm.experiments.clip import linear_probe
+from minimm.models.clip import FeatureBatchNorm, decay_groups
 
 VOCAB = captions.caption_vocabulary()
 TINY = dict(embed_dim=16, d_model=16, depth=1, num_heads=2, patch_size=4, image_size=8,

@@ -15,7 +15,7 @@ Afterwards the labels are used for evaluation only:
   embeddings averaged per class, and every test image is given the class of the nearest
   average (:func:`zero_shot`); also the accuracy with the first 1, 2, … M templates;
 * **linear probe**: a softmax regression fitted on the frozen image-tower features of the
-  training images (:func:`minimm.models.clip.linear_probe`), tested on the test images.
+  training images (:func:`linear_probe`), tested on the test images.
 
 The run writes history.json (loss, logit_scale, val_loss per epoch), metrics.json
 ("zero_shot_accuracy", the templates, "linear_probe_accuracy", …), model.npz, loss.png,
@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from .. import functional as F
-from .. import optim
+from .. import nn, optim
 from .._io import write_json
 from ..autograd import Tensor, no_grad
 from ..backend import to_device, to_numpy
@@ -37,7 +37,7 @@ from ..data import captions, cifar10 as cifar10_data, prompts
 from ..data.loader import normalize_images
 from ..errors import UsageError
 from ..models import CLIP
-from ..models.clip import IMAGE_ENCODERS, TEXT_ENCODERS, decay_groups, linear_probe
+from ..models.clip import IMAGE_ENCODERS, TEXT_ENCODERS, decay_groups
 from ..train import PrintEpochs, fit, load_checkpoint, restore
 from . import cifar10, non_negative_float, non_negative_int, positive_int, register
 from . import transformer
@@ -112,6 +112,32 @@ def zero_shot(model, images, labels, vocab, max_len, templates=prompts.ZERO_SHOT
     P = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     return {"accuracy": by_templates[-1], "predictions": logits.argmax(1),
             "probabilities": P.astype(np.float32), "accuracy_by_templates": by_templates}
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels, num_classes=10,
+                 epochs=30, batch_size=256, lr=1e-2, weight_decay=1e-4, seed=0):
+    """Accuracy on the test set of a softmax regression y = x W + b fitted on frozen
+    features (the features standardised with the training mean and std; AdamW on the
+    cross-entropy). Arrays in, a float out."""
+    Xtr, Xte = (np.asarray(to_numpy(a), dtype=np.float32)
+                for a in (train_features, test_features))
+    ytr, yte = np.asarray(train_labels), np.asarray(test_labels)
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
+    rng = np.random.default_rng(seed)
+    probe = nn.Linear(Xtr.shape[1], int(num_classes), rng=rng)
+    opt = optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for epoch in range(int(epochs)):
+        order = rng.permutation(len(ytr))
+        for i in range(0, len(ytr), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(probe(Tensor(Xtr[idx])), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with no_grad():
+        predicted = probe(Tensor(Xte)).data.argmax(axis=1)
+    return float((predicted == yte).mean())
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -17,17 +17,15 @@ arbitrarily sharp.
 Zero-shot classification turns the text tower into a classifier with no training: each
 class k is written into M prompt templates ("a picture of a {}", …), the M text
 embeddings are normalised, averaged and renormalised into c_k, and an image is assigned
-to the class with the largest cosine similarity Î·c_k. A linear probe instead fits a
-softmax regression on the frozen image embeddings.
+to the class with the largest cosine similarity Î·c_k. (A linear probe instead fits a
+softmax regression on the frozen image features: :func:`minimm.experiments.clip.linear_probe`.)
 """
 import math
 
 import numpy as np
 
-from .. import backend
 from .. import functional as F
-from .. import nn, optim
-from ..autograd import Tensor, no_grad
+from .. import nn
 from ..nn import init
 from .multimodal import IMAGE_FEATURES, ImageBranch, TextBranch
 from .transformer import MultiModalTransformer
@@ -184,31 +182,4 @@ def decay_groups(model, weight_decay):
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def linear_probe(train_features, train_labels, test_features, test_labels, num_classes=10,
-                 epochs=30, batch_size=256, lr=1e-2, weight_decay=1e-4, seed=0):
-    """Accuracy on the test set of a softmax regression y = x W + b fitted on frozen
-    features (the features standardised with the training mean and std; AdamW on the
-    cross-entropy). Arrays in, a float out."""
-    Xtr, Xte = (np.asarray(backend.to_numpy(a), dtype=np.float32)
-                for a in (train_features, test_features))
-    ytr, yte = np.asarray(train_labels), np.asarray(test_labels)
-    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
-    Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
-    rng = np.random.default_rng(seed)
-    probe = nn.Linear(Xtr.shape[1], int(num_classes), rng=rng)
-    opt = optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    for epoch in range(int(epochs)):
-        order = rng.permutation(len(ytr))
-        for i in range(0, len(ytr), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(probe(Tensor(Xtr[idx])), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with no_grad():
-        predicted = probe(Tensor(Xte)).data.argmax(axis=1)
-    return float((predicted == yte).mean())
-
-
-__all__ = ["CLIP", "FeatureBatchNorm", "decay_groups", "linear_probe", "IMAGE_ENCODERS",
-           "TEXT_ENCODERS"]
+__all__ = ["CLIP", "FeatureBatchNorm", "decay_groups", "IMAGE_ENCODERS", "TEXT_ENCODERS"]

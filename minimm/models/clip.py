@@ -89,7 +89,8 @@ class CLIP(nn.Module):
         self.vocab_size, self.embed_dim = int(vocab_size), int(embed_dim)
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.d_model, self.depth, self.num_heads = int(d_model), int(depth), int(num_heads)
-        self.patch_size, self.max_len, self.image_size = int(patch_size), int(max_len), int(image_size)
+        self.patch_size, self.max_len = int(patch_size), int(max_len)
+        self.image_size = int(image_size)
         self.temperature, self.max_logit_scale = float(temperature), float(max_logit_scale)
         sizes = dict(d_model=self.d_model, depth=self.depth, num_heads=self.num_heads,
                      max_len=self.max_len, rng=rng)

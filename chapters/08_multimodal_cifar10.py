@@ -560,7 +560,7 @@ assert results["dropout"]["accuracy"] > acc["text"] + 0.1, results["dropout"]["a
 #    parameter count.
 # 6. **Multi-task head.** Build `MultiModalModel(len(vocab), num_superclasses=2)` and train it
 #    with `caption_dataset(..., superlabels=True)` and `fit(..., lam=1e-4)` — the objective
-#    $\sum_t \ell_t + \lambda R(\theta)$ of chapter 7. Does the vehicle/animal task help the
+#    $\sum_i \ell_i + \lambda R(\theta)$ of chapter 7. Does the vehicle/animal task help the
 #    10-class accuracy? Sweep `lam`.
 # 7. **Padding.** Encode the captions with `padding="pre"` and train the text model *without*
 #    `lengths`. Why does post-padding need the lengths, and what goes wrong without them?

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Tensor, enable_grad, grad
+from .nn import GELU, Conv2d, ReLU, Sigmoid, Tanh
 
 
 # -- the computation graph ----------------------------------------------------------------------
@@ -248,7 +249,6 @@ def capture_output(module):
 def last_conv_features(branch):
     """The module whose output Grad-CAM reads in a Sequential CNN branch: the activation that
     follows the last ``nn.Conv2d`` (its rectified feature maps), or that convolution itself."""
-    from .nn import GELU, Conv2d, ReLU, Sigmoid, Tanh
     layers = list(branch)
     convs = [i for i, m in enumerate(layers) if isinstance(m, Conv2d)]
     if not convs:

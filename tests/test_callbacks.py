@@ -107,3 +107,19 @@ def test_tensorboard_without_tensorboardx_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
     with pytest.raises(ImportError, match="pip install tensorboardX"):
         callbacks.TensorBoard("runs/x")
+
+
+def test_tensorboard_itself_reads_the_run(tmp_path):
+    pytest.importorskip("tensorboardX", reason="tensorboardX (optional extra) not installed")
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                             reason="tensorboard (optional extra) not installed")
+    model = nn.Sequential(nn.Linear(3, 2, rng=np.random.default_rng(0)))
+    tb = callbacks.TensorBoard(str(tmp_path), batch_every=1)
+    tb.on_epoch_end(1, {"val_accuracy": 0.25}, model)
+    tb.on_epoch_end(2, {"val_accuracy": 0.5}, model)
+    tb.close()
+    acc = ea.EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert "epoch/val_accuracy" in acc.Tags()["scalars"]
+    assert [(e.step, e.value) for e in acc.Scalars("epoch/val_accuracy")] == [(1, 0.25), (2, 0.5)]
+    assert "weights/0.W" in acc.Tags()["histograms"]

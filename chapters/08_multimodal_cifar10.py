@@ -77,9 +77,9 @@ print("minimm", mm.__version__, "| quick mode:", QUICK)
 #
 # **Images.** The chapter uses the real CIFAR-10 only if you already have it: a path in the
 # environment variable `MINIMM_CIFAR10` (the archive `cifar-10-binary.tar.gz` or its extracted
-# folder), or the archive in minimm's cache `~/.cache/minimm/` (where
-# the `--download` option of the `train` command puts it); then it takes the first 10,000 training and
-# 2,000 test images and trains 3 epochs. It never downloads anything. Otherwise — and always
+# folder), or the archive in minimm's cache `~/.cache/minimm/` (where the `--download` option
+# of the `train` command puts it); then it takes the first 10,000 training and 2,000 test
+# images and trains 3 epochs. It never downloads anything. Otherwise — and always
 # in quick mode — `minimm.data.standin` builds a small **stand-in** with the same shapes: uint8
 # images $3\times32\times32$ in 10 classes, where the class sets a colour and the orientation
 # of a stripe pattern, drowned in strong pixel noise so that an image-only model does *not*

@@ -32,7 +32,8 @@ import minimm as mm
 from minimm import metrics, viz
 from minimm.data import CLASSES, captions, standin
 from minimm.models import MultiModalModel
-from minimm.train import caption_dataset, evaluate, fit
+from minimm.experiments.cifar10 import Objective, caption_dataset
+from minimm.train import evaluate, fit
 
 QUICK = os.environ.get("MINIMM_QUICK") == "1"  # the tests set this: the small stand-in
 SEED = 0
@@ -60,9 +61,9 @@ test = caption_dataset(x_test, y_test, caption_seed=SEED + 1, vocab=vocab)
 
 model = MultiModalModel(len(vocab), mode="multimodal", rng=np.random.default_rng(SEED))
 t0 = time.perf_counter()
-fit(model, train, epochs=EPOCHS, batch_size=32, progress=False, seed=SEED,
+fit(model, train, epochs=EPOCHS, batch_size=32, loss_fn=Objective(), progress=False, seed=SEED,
     optimizer=mm.optim.Adam(model.parameters(), lr=1e-3))
-result = evaluate(model, test)
+result = evaluate(model, test, Objective())
 print(f"trained in {time.perf_counter() - t0:.1f} s")
 P, y, y_hat = result["probabilities"].astype(np.float64), result["labels"], result["predictions"]
 K = len(CLASSES)

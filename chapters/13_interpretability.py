@@ -33,7 +33,8 @@ from minimm import callbacks, functional as F, nn, viz
 from minimm.data import CLASSES, captions, standin
 from minimm.data.loader import normalize_images
 from minimm.models import MultiModalModel
-from minimm.train import caption_dataset, fit
+from minimm.experiments.cifar10 import Objective, caption_dataset
+from minimm.train import fit
 
 QUICK = os.environ.get("MINIMM_QUICK") == "1"  # the tests set this: the small stand-in
 SEED = 0
@@ -111,7 +112,8 @@ except ImportError as e:
     print("SKIPPED TensorBoard logging:", e)
 
 model = MultiModalModel(len(vocab), mode="multimodal", rng=np.random.default_rng(SEED))
-history = fit(model, train, val_data=test, epochs=EPOCHS, batch_size=32, progress=False,
+history = fit(model, train, test, epochs=EPOCHS, batch_size=32, loss_fn=Objective(),
+              progress=False,
               seed=SEED, optimizer=mm.optim.Adam(model.parameters(), lr=1e-3),
               callbacks=watchers)
 if tensorboard is not None:
@@ -278,7 +280,7 @@ class TinyFusionTransformer(nn.Module):
 
 
 attn_model = TinyFusionTransformer(len(vocab), rng=np.random.default_rng(SEED))
-attn_history = fit(attn_model, train, val_data=test, epochs=EPOCHS, batch_size=32,
+attn_history = fit(attn_model, train, test, epochs=EPOCHS, batch_size=32, loss_fn=Objective(),
                    progress=False, seed=SEED,
                    optimizer=mm.optim.Adam(attn_model.parameters(), lr=3e-3))
 attn_model.eval()
@@ -361,7 +363,7 @@ for k, label in ((captions.TRUE, "true class"), (captions.WRONG, "wrong class"),
 #
 # `callbacks.GradientNorms` read $\lVert\partial L/\partial\theta\rVert_2$ and
 # $\lVert\theta\rVert_2$ of every parameter tensor during the fused model's `fit` above (every
-# 5th optimiser step where `fit` calls it after each backward, otherwise once per epoch). This
+# 5th optimiser step, from `fit`'s `on_after_backward` hook, before the optimiser steps). This
 # is the first thing to look at when training misbehaves: a layer whose gradient norm is many
 # orders below the others is not learning (the vanishing gradients of chapter 4), spikes
 # announce an exploding step, and a weight norm that keeps growing is what $\lambda R(\theta)$

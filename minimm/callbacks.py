@@ -17,24 +17,7 @@ import numpy as np
 
 from . import backend
 
-try:  # the hook base class of the generic fit, where this minimm has it
-    from .train import Callback
-except ImportError:  # an older fit calls plain functions cb(epoch, logs, model) only
-    class Callback:
-        def on_train_begin(self, model, optimizer):
-            pass
-
-        def on_after_backward(self, model, step):
-            pass
-
-        def on_batch_end(self, step, logs, model):
-            pass
-
-        def on_epoch_end(self, epoch, logs, model):
-            pass
-
-        def on_train_end(self, history, model):
-            pass
+from .train import Callback
 
 
 def _norm(a):
@@ -75,13 +58,6 @@ class GradientNorms(Callback):
 
     def on_epoch_end(self, epoch, logs, model):
         self.epoch_ends.append(self._step)
-
-    def __call__(self, epoch, logs, model):
-        """For a fit that only calls functions after each epoch: record the gradients the
-        epoch's last step left (one point per epoch)."""
-        self._step = epoch + 1
-        self._record(model, epoch)
-        self.on_epoch_end(epoch + 1, logs, model)
 
     def plot(self, axes=None, title="per-layer norms during training"):
         """Two log-scale panels, gradient and weight norm against the step; returns the figure."""
@@ -138,10 +114,6 @@ class TensorBoard(Callback):
                     self.writer.add_histogram(f"grads/{name}", backend.to_numpy(p.grad.data),
                                               epoch)
         self.writer.flush()
-
-    def __call__(self, epoch, logs, model):
-        """For a fit that only calls functions after each epoch (epochs counted from 0)."""
-        self.on_epoch_end(epoch + 1, logs, model)
 
     def on_train_end(self, history, model):
         self.writer.flush()

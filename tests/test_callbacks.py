@@ -42,6 +42,7 @@ def test_gradient_norms_during_fit_and_plot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from minimm.experiments.cifar10 import Objective
     from minimm.models import MultiModalModel
     from minimm.train import fit
     rng = np.random.default_rng(0)
@@ -50,9 +51,10 @@ def test_gradient_norms_during_fit_and_plot():
     model = MultiModalModel(20, mode="text", hidden_size=8, embedding_dim=4,
                             rng=np.random.default_rng(0))
     rec = callbacks.GradientNorms()
-    fit(model, data, epochs=2, batch_size=8, progress=False, callbacks=[rec])
+    fit(model, data, epochs=2, batch_size=8, progress=False, callbacks=[rec],
+        loss_fn=Objective())
     n = len(rec.steps)
-    assert n >= 2 and rec.epoch_ends[-1] in (2, 4)  # per epoch (old fit) or per step
+    assert rec.steps == [0, 1, 2, 3] and rec.epoch_ends == [2, 4]    # 2 batches per epoch
     assert set(rec.grad_norms) == {n_ for n_, _ in model.named_parameters()}
     assert all(len(v) == n and all(g > 0 for g in v) for v in rec.grad_norms.values())
     fig = rec.plot()

@@ -371,10 +371,11 @@ print_by_kind(predictions)
 # %% [markdown]
 # Read the "wrong class" column. One might hope that where image and caption disagree, "the
 # image decides" — it does not. The fused model follows the wrong caption much of the time, and
-# on those images it can do clearly *worse than the image-only model* (on the real CIFAR-10 the
-# first version of this chapter measured about 0.31 for the fused model where the image-only
-# model scored about 0.55). It pays for that on 20 % of the images and wins on the 50 % with a
-# true caption, where it is almost always right.
+# on those images it does clearly *worse than the image-only model*: on the real CIFAR-10
+# (10,000 training images, 3 epochs) this chapter printed 0.308 for the fused model against
+# 0.554 for the image-only model, the fused model predicting the caption's wrong class for
+# half (0.498) of those images. It pays for that on 20 % of the images and wins on the 50 %
+# with a true caption, where it is almost always right (0.968).
 #
 # **Is that trust irrational?** The caption noise is known, so we can compute what an ideal
 # fusion would do. If image and caption are independent given the class, Bayes' rule gives
@@ -405,7 +406,12 @@ print_by_kind(predictions)
 # Compare the learned fused model with the Bayes row. If the fused model follows wrong captions
 # *more* often than the Bayes rule does — with the same image evidence available — it
 # over-trusts the text; if about as often, its trust is what the caption noise warrants, and the
-# price on wrong captions is the price of the gain on true ones. (The Bayes row is only as good
+# price on wrong captions is the price of the gain on true ones. On the real data the run
+# printed: the fused model follows 0.498 of the wrong captions, the Bayes rule 0.483; on wrong
+# captions the fused model scores 0.308, the Bayes rule 0.340, and overall 0.701 against
+# 0.715. So the fused model over-trusts the text a little, and most of what it loses on wrong
+# captions any good fusion loses: a caption that names a class is right 71 % of the time, and
+# an image branch at 0.54 is rarely sure enough to overrule it. (The Bayes row is only as good
 # as the image model's probabilities: chapter 12, *Evaluation*, checks whether they are
 # calibrated.)
 #
@@ -466,8 +472,12 @@ print("share of wrong captions followed:", {k: round(v, 3) for k, v in follows.i
 # * modality dropout trains a head that has also had to classify without the text, so its image
 #   branch is stronger; whether that lowers the share of wrong captions followed, and at what
 #   cost on true captions and overall, is exactly what the last column and the bars measure.
-#   A model that followed the text *less* than the Bayes row would lose overall accuracy:
-#   with these captions some reliance on the text is correct.
+#   On the real data the run printed: with $p = 0.5$ the share of wrong captions followed fell
+#   from 0.498 to 0.458 and the accuracy on them rose from 0.308 to 0.342 (the Bayes rule's
+#   level), for 0.968 → 0.956 on true captions and 0.701 → 0.697 overall — the reliance can be
+#   reduced, a little, at almost no cost; it cannot and should not vanish. A model that
+#   followed the text *less* than the Bayes row would lose overall accuracy: with these
+#   captions some reliance on the text is correct.
 #
 # The lesson is general: a fused model learns the reliability of each modality *in the training
 # data*. If the test data's text is less reliable than the training data's (a shift the model

@@ -352,7 +352,10 @@ for k, label in ((captions.TRUE, "true class"), (captions.WRONG, "wrong class"),
 # Read the table, not a hope. Among the words, a class word — the only word of a caption that
 # carries information — should get more weight than a template word, if the attention has
 # learned anything about the text; how the weight divides between patches and words depends on
-# how easy the images are (on the stand-in they are easy, and the patches dominate). A wrong
+# how easy the images are (on the stand-in they are easy, and the patches dominate). On the real
+# CIFAR-10 (10,000 training images, 3 epochs) this chapter printed: one class word gets 0.45 of
+# the [CLS] token's attention, one template word 0.02; without a class word, the patches get
+# 0.67 instead of 0.46. A wrong
 # caption gets the same attention as a true one — the table's first two rows: attention shows
 # *where* the model looks, not whether what it found there is true, which is chapter 8's lesson
 # about trusting the text, seen from inside. The patch maps are coarse (16 patches) and, with

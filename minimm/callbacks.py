@@ -27,7 +27,8 @@ def _norm(a):
 
 class GradientNorms(Callback):
     """Records, every ``every`` optimiser steps, for each parameter tensor (by its dotted name,
-    e.g. ``image.0.W``) the gradient norm ‖∂L/∂θ‖₂ and the weight norm ‖θ‖₂.
+    e.g. ``image.0.W``; only those in ``names`` if given) the gradient norm ‖∂L/∂θ‖₂ and the
+    weight norm ‖θ‖₂.
 
     After fit: ``steps`` (the step numbers), ``grad_norms`` and ``weight_norms`` ({name: list
     of floats}, one per recorded step), ``epoch_ends`` (the step count at the end of each

@@ -187,7 +187,10 @@ def _draw_matplotlib(outputs, names, title, ax):
 
 # -- gradients with respect to the input --------------------------------------------------------
 def _target_scores(logits, target):
-    """Σ_n logits[n, target[n]]: samples are independent, so ∂/∂x_n is that of x_n's own score."""
+    """Σ_n logits[n, target[n]]: samples are independent, so ∂/∂x_n is that of x_n's own score.
+    A model with two heads returns (logits, super_logits): the first, the class head, counts."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
     if logits.ndim != 2:
         raise ValueError(f"saliency/gradcam: forward must return logits (N, classes), got "
                          f"shape {logits.shape}")

@@ -233,3 +233,10 @@ def test_reliability_diagram_draws_one_bar_per_filled_bin():
     assert heights == [0.0, 1.0, 1.0]                # accuracies of the 3 filled bins
     assert ax.get_xlabel().startswith("confidence")
     plt.close(fig)
+
+
+def test_saliency_of_a_two_head_model_reads_the_class_head():
+    model = tiny_cnn()
+    x = np.random.default_rng(4).standard_normal((1, 2, 5, 4))
+    both = viz.saliency(lambda t: (model(t), model(t) * 0.0), x, [1])
+    np.testing.assert_allclose(both["gradient"], viz.saliency(model, x, [1])["gradient"])

@@ -57,8 +57,18 @@ a = x * w
 L = (a + F.tanh(a)).sum()
 dot = viz.graph_dot(L, names={"x": x, "w": w, "a = x·w": a, "L": L})
 print(dot)
-display(viz.draw_graph(L, names={"x": x, "w": w, "a = x·w": a, "L": L},
-                       title="L = Σ (x·w + tanh(x·w))"))
+
+
+def show(drawing):
+    # a graphviz drawing is displayed as SVG; a matplotlib one is shown like any other figure
+    if viz.graphviz_available():
+        display(drawing)
+    else:
+        plt.show()
+
+
+show(viz.draw_graph(L, names={"x": x, "w": w, "a = x·w": a, "L": L},
+                    title="L = Σ (x·w + tanh(x·w))"))
 
 # %% [markdown]
 # The node `a` has two consumers, `Add` and `Tanh`; backward adds what comes back along both.
@@ -79,7 +89,7 @@ lstm_dot = viz.graph_dot(h_t, c_t, names=lstm_names)
 print(lstm_dot.count("shape=box"), "Functions:",
       sorted(set(line.split('label="')[1].split('"')[0] for line in lstm_dot.splitlines()
                  if "shape=box" in line)))
-display(viz.draw_graph(h_t, c_t, names=lstm_names, title="one LSTM step"))
+show(viz.draw_graph(h_t, c_t, names=lstm_names, title="one LSTM step"))
 
 # %% [markdown]
 # ## The model to look into
@@ -132,7 +142,7 @@ loss2 = F.cross_entropy(model(x2, test["ids"][:2], test["lengths"][:2]), y_test[
 model_names = {**dict(model.named_parameters()), "loss": loss2}
 print("Functions in the model's graph:",
       viz.graph_dot(loss2, names=model_names).count("shape=box"))
-display(viz.draw_graph(loss2, names=model_names, title="the fused model's loss"))
+show(viz.draw_graph(loss2, names=model_names, title="the fused model's loss"))
 
 # %% [markdown]
 # ## 13.2 Saliency: which pixels move the score

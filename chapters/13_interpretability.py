@@ -133,8 +133,9 @@ print("test accuracy per epoch:", [round(v, 3) for v in history.history["val_acc
 
 # %% [markdown]
 # The structure of the trained model, as TensorBoard's graph tab would show it: the graph of
-# its loss on two images, with the parameters named. Each layer is one Function — the whole
-# LSTM over the caption is one fused `LSTMSequence` (chapter 4), each convolution one `Conv2d`.
+# its loss on two images, with the parameters named. Each layer is one or two Functions: each
+# convolution one `Conv2d`, `Flatten` a `Reshape`, and the LSTM over the whole caption one
+# `Linear` ($x_tW + b$ for all steps at once) and one fused `LSTMSequence` (chapter 4).
 
 # %%
 x2 = mm.tensor(normalize_images(x_test[:2]))

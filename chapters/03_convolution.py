@@ -332,10 +332,12 @@ axes[0, 0].imshow(image[0].transpose(1, 2, 0))
 axes[0, 0].set_title("input 32x32")
 for ax, ch, title in [(axes[0, 1], 0, "Sobel horizontal"), (axes[0, 2], 1, "Sobel vertical"),
                       (axes[0, 3], 2, "random kernel 2")]:
-    ax.imshow(maps.numpy()[0, ch], cmap="gray")
+    im = ax.imshow(maps.numpy()[0, ch], cmap="gray")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="ReLU(conv) output")
     ax.set_title(f"{title} (30x30)")
 for ax, ch in zip(axes[1], [0, 1, 3, 4]):
-    ax.imshow(pooled.numpy()[0, ch], cmap="gray")
+    im = ax.imshow(pooled.numpy()[0, ch], cmap="gray")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="max-pooled output")
     ax.set_title(f"channel {ch} pooled (15x15)")
 for ax in axes.ravel():
     ax.axis("off")

@@ -233,10 +233,14 @@ titles = ["std of the scores", "mean largest weight per row",
 for j, ax in enumerate(axes):
     for name, style in (("scaled", "o-"), ("unscaled", "s--")):
         ax.plot(d_ks, res[name][:, j], style, label=f"{name}")
-    ax.set_xscale("log", base=2); ax.set_xlabel("$d_k$"); ax.set_title(titles[j])
+    ax.set_xscale("log", base=2); ax.set_xlabel("$d_k$ (query/key width)"); ax.set_title(titles[j])
 axes[0].plot(d_ks, np.sqrt(d_ks), ":", color="gray", label=r"$\sqrt{d_k}$")
 axes[0].set_yscale("log", base=2)
 axes[2].set_yscale("log")
+axes[0].set_ylabel("standard deviation of $s_{ij}$")
+axes[1].set_ylabel("$\\max_j a_{ij}$, mean over rows")
+axes[2].set_ylabel(r"$\|\partial L/\partial s_i\|$, median over rows")
+axes[1].legend()
 axes[0].legend(); axes[2].legend()
 plt.tight_layout(); plt.show()
 

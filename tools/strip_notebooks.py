@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Strip outputs, execution counts and widget state from every chapters/*.ipynb, in place.
+"""Strip what running a notebook adds, in place: outputs, execution counts, run timings,
+widget state and the kernel's details in ``language_info`` (all but its name).
 
-Run before committing:  python tools/strip_notebooks.py [notebook ...]
-With no arguments it strips every notebook in chapters/. Standard library only.
-Each file is rewritten through a temporary file and os.replace, so it is never half-written.
+Run it on a chapter you ran before you ``git add`` it:
+
+    python tools/strip_notebooks.py chapters/05_attention.ipynb
+
+With no arguments it strips every notebook in chapters/. Cells, their ids and everything else
+stay as they are, so a notebook that was only run comes back byte for byte as committed.
+Standard library only. Each file is rewritten through a temporary file and os.replace, so it is
+never half-written.
 """
 import json
 import os
@@ -12,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_CELL_METADATA = ("execution", "ExecuteTime")  # timings JupyterLab / nbextensions record
 
 
 def strip(nb):
@@ -25,9 +32,19 @@ def strip(nb):
             if cell.get("execution_count") is not None:
                 cell["execution_count"] = None
                 changed = True
+        meta = cell.get("metadata", {})
+        for key in RUN_CELL_METADATA:
+            if key in meta:
+                del meta[key]
+                changed = True
     meta = nb.get("metadata", {})
     if "widgets" in meta:
         del meta["widgets"]
+        changed = True
+    info = meta.get("language_info")
+    if isinstance(info, dict) and set(info) - {"name"}:
+        # the kernel writes its Python version, lexer, mimetype ... on every run
+        meta["language_info"] = {"name": info["name"]} if "name" in info else {}
         changed = True
     return changed
 
@@ -41,7 +58,8 @@ def strip_file(path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            json.dump(nb, f, indent=1, ensure_ascii=False)
+            # the layout nbformat (Jupyter, jupytext) writes: sorted keys, indent 1
+            json.dump(nb, f, indent=1, sort_keys=True, ensure_ascii=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -1,39 +1,25 @@
-#!/usr/bin/env python3
-"""Generate chapters/06_multihead_attention.ipynb (outputs stripped).
+# %% [markdown]
+# # 6. Multi-head attention
+#
+# The second formula of the article **"多模态大模型：技术原理与实战"** (§4.1.2, explained in
+# §4.2.2):
+#
+# $$\operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}(\text{head}_1, \ldots, \text{head}_h)\, W^O,
+# \qquad \text{head}_i = \operatorname{Attention}(Q W_i^Q,\; K W_i^K,\; V W_i^V).$$
+#
+# One attention (chapter 5) computes *one* weighted average per query: it can follow one kind of
+# relation at a time — "the previous word", "the object this adjective describes", "the image
+# patch this word names". Multi-head attention runs $h$ attentions side by side, each in its
+# own learned projection of the inputs, and lets the model combine what they found. This chapter
+#
+# 1. transcribes the formula in four steps — **split, attend, concatenate, project**;
+# 2. checks it against an explicit loop over the heads, and its gradients numerically;
+# 3. trains a tiny model on a task that needs two different relations and draws each head's
+#    weights as a heat map: the heads divide the work.
+#
+# The module is `nn.MultiHeadAttention` in `minimm/nn/attention.py`.
 
-    python tools/chapters/06_multihead_attention.py
-
-The notebook is the source of truth only through this script: edit here, regenerate.
-"""
-from _notebook import Chapter
-
-nb = Chapter("06_multihead_attention")
-md, code = nb.md, nb.code
-
-
-md(r"""
-# 6. Multi-head attention
-
-The second formula of the article **"多模态大模型：技术原理与实战"** (§4.1.2, explained in
-§4.2.2):
-
-$$\operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}(\text{head}_1, \ldots, \text{head}_h)\, W^O,
-\qquad \text{head}_i = \operatorname{Attention}(Q W_i^Q,\; K W_i^K,\; V W_i^V).$$
-
-One attention (chapter 5) computes *one* weighted average per query: it can follow one kind of
-relation at a time — "the previous word", "the object this adjective describes", "the image
-patch this word names". Multi-head attention runs $h$ attentions side by side, each in its
-own learned projection of the inputs, and lets the model combine what they found. This chapter
-
-1. transcribes the formula in four steps — **split, attend, concatenate, project**;
-2. checks it against an explicit loop over the heads, and its gradients numerically;
-3. trains a tiny model on a task that needs two different relations and draws each head's
-   weights as a heat map: the heads divide the work.
-
-The module is `nn.MultiHeadAttention` in `minimm/nn/attention.py`.
-""")
-
-code(r"""
+# %%
 import inspect
 import os
 
@@ -46,32 +32,30 @@ from minimm import functional as F, nn, optim
 QUICK = os.environ.get("MINIMM_QUICK") == "1"  # the tests set this: shorter training
 rng = np.random.default_rng(0)
 print("minimm", mm.__version__, "| quick mode:", QUICK)
-""")
 
-md(r"""
-## 6.1 Shapes, and why the cost does not grow with $h$
+# %% [markdown]
+# ## 6.1 Shapes, and why the cost does not grow with $h$
+#
+# The inputs are sequences of $d_\text{model}$-dimensional vectors: $Q \in \mathbb{R}^{L_q \times
+# d_\text{model}}$, $K, V\in\mathbb{R}^{L_k\times d_\text{model}}$ (per example of a batch). Each
+# head projects them to $d_k = d_\text{model}/h$ dimensions with its own
+# $W_i^Q, W_i^K, W_i^V \in \mathbb{R}^{d_\text{model}\times d_k}$, attends, and returns
+# $\text{head}_i\in\mathbb{R}^{L_q\times d_k}$. Concatenating the $h$ heads gives back
+# $L_q \times d_\text{model}$, and $W^O\in\mathbb{R}^{d_\text{model}\times d_\text{model}}$ mixes them.
+#
+# Place the $h$ matrices $W_i^Q$ side by side and they form one matrix
+# $W_q = [W_1^Q \;\cdots\; W_h^Q] \in \mathbb{R}^{d_\text{model}\times d_\text{model}}$; then
+# $QW_q = [QW_1^Q \;\cdots\; QW_h^Q]$: **one** matrix product projects for all heads, and head $i$
+# is simply columns $i d_k$ to $(i+1)d_k - 1$. That is how minimm stores the parameters:
+# `W_q, W_k, W_v, W_o`, each $d_\text{model}\times d_\text{model}$ (plus biases). The parameter
+# count, $4d_\text{model}^2 + 4d_\text{model}$, and the cost of the projections do not depend on
+# $h$; more heads means smaller heads.
+#
+# ## 6.2 Split, attend, concatenate, project — by hand
+#
+# A batch of $B=2$ sequences of length 5, $d_\text{model}=8$, $h=2$ heads of $d_k=4$:
 
-The inputs are sequences of $d_\text{model}$-dimensional vectors: $Q \in \mathbb{R}^{L_q \times
-d_\text{model}}$, $K, V\in\mathbb{R}^{L_k\times d_\text{model}}$ (per example of a batch). Each
-head projects them to $d_k = d_\text{model}/h$ dimensions with its own
-$W_i^Q, W_i^K, W_i^V \in \mathbb{R}^{d_\text{model}\times d_k}$, attends, and returns
-$\text{head}_i\in\mathbb{R}^{L_q\times d_k}$. Concatenating the $h$ heads gives back
-$L_q \times d_\text{model}$, and $W^O\in\mathbb{R}^{d_\text{model}\times d_\text{model}}$ mixes them.
-
-Place the $h$ matrices $W_i^Q$ side by side and they form one matrix
-$W_q = [W_1^Q \;\cdots\; W_h^Q] \in \mathbb{R}^{d_\text{model}\times d_\text{model}}$; then
-$QW_q = [QW_1^Q \;\cdots\; QW_h^Q]$: **one** matrix product projects for all heads, and head $i$
-is simply columns $i d_k$ to $(i+1)d_k - 1$. That is how minimm stores the parameters:
-`W_q, W_k, W_v, W_o`, each $d_\text{model}\times d_\text{model}$ (plus biases). The parameter
-count, $4d_\text{model}^2 + 4d_\text{model}$, and the cost of the projections do not depend on
-$h$; more heads means smaller heads.
-
-## 6.2 Split, attend, concatenate, project — by hand
-
-A batch of $B=2$ sequences of length 5, $d_\text{model}=8$, $h=2$ heads of $d_k=4$:
-""")
-
-code(r"""
+# %%
 B, L, d_model, h = 2, 5, 8, 2
 d_k = d_model // h
 mha = nn.MultiHeadAttention(d_model, h, rng=np.random.default_rng(0))
@@ -96,15 +80,13 @@ concat = heads.transpose(0, 2, 1, 3).reshape(B, L, d_model)
 by_hand = concat @ mha.W_o + mha.b_o
 module_out = mha(x, x, x)
 print("module == by hand:", np.allclose(module_out.numpy(), by_hand.numpy(), atol=1e-6))
-""")
 
-md(r"""
-Step 2 treats the heads as a batch axis, which is why the formula's $h$ separate attentions
-cost one call. To be sure that this *is* the formula, compute it literally: a Python loop over
-the heads, each with its own column block of the matrices, then `concat`:
-""")
+# %% [markdown]
+# Step 2 treats the heads as a batch axis, which is why the formula's $h$ separate attentions
+# cost one call. To be sure that this *is* the formula, compute it literally: a Python loop over
+# the heads, each with its own column block of the matrices, then `concat`:
 
-code(r"""
+# %%
 loop_heads = []
 for i in range(h):
     cols = slice(i * d_k, (i + 1) * d_k)                     # head i's columns
@@ -115,29 +97,26 @@ for i in range(h):
 literal = mm.concat(loop_heads, axis=-1) @ mha.W_o + mha.b_o
 loop_error = float(np.abs(literal.numpy() - module_out.numpy()).max())
 print("max |literal formula − module|:", loop_error)
-""")
 
-md(r"""
-The module's `forward` is these four steps, with masks passed through (`mask`, True =
-allowed; `key_padding_mask`, True = padding, PyTorch's convention; `causal`):
-""")
+# %% [markdown]
+# The module's `forward` is these four steps, with masks passed through (`mask`, True =
+# allowed; `key_padding_mask`, True = padding, PyTorch's convention; `causal`):
 
-code(r"""
+# %%
 print(inspect.getsource(nn.MultiHeadAttention.forward))
 print(inspect.getsource(nn.MultiHeadAttention._split_heads))
 print(inspect.getsource(nn.MultiHeadAttention._merge_heads))
-""")
 
-md(r"""
-## 6.3 Gradient check
 
-The backward pass needs no new code: it is the chain rule through `linear`, `reshape`,
-`transpose` and attention, each already checked. We check the whole module anyway, with
-respect to its inputs **and** its parameters, in float64 and with a padding mask. A small
-helper swaps the module's parameters for the Tensors the check perturbs:
-""")
+# %% [markdown]
+# ## 6.3 Gradient check
+#
+# The backward pass needs no new code: it is the chain rule through `linear`, `reshape`,
+# `transpose` and attention, each already checked. We check the whole module anyway, with
+# respect to its inputs **and** its parameters, in float64 and with a padding mask. A small
+# helper swaps the module's parameters for the Tensors the check perturbs:
 
-code(r"""
+# %%
 def with_params(module, names, params, *args, **kwargs):
     saved = [getattr(module, n) for n in names]
     for n, p in zip(names, params):
@@ -156,16 +135,14 @@ padding = np.array([[False, False, False, True], [False, True, True, True]])
 mm.gradcheck(lambda q, kv, *p: with_params(small, names, p, q, kv, kv, key_padding_mask=padding),
              [q, kv] + params)
 print("gradcheck passed: inputs and parameters of MultiHeadAttention")
-""")
 
-md(r"""
-If PyTorch is installed, `torch.nn.MultiheadAttention` computes the same function. Its
-in-projection is one $(3d_\text{model}\times d_\text{model})$ matrix applied as $xW^\top$, so
-`W_q` is the transpose of its first block (the test suite checks outputs, weights and
-gradients; here just the output):
-""")
+# %% [markdown]
+# If PyTorch is installed, `torch.nn.MultiheadAttention` computes the same function. Its
+# in-projection is one $(3d_\text{model}\times d_\text{model})$ matrix applied as $xW^\top$, so
+# `W_q` is the transpose of its first block (the test suite checks outputs, weights and
+# gradients; here just the output):
 
-code(r"""
+# %%
 try:
     import torch
 except ImportError:
@@ -184,27 +161,25 @@ if torch is not None:
     out_ref, _ = ref(xt, xt, xt)
     torch_error = np.abs(out_ref.detach().numpy() - module_out.numpy()).max()
     print("max |minimm − torch|:", float(torch_error))
-""")
 
-md(r"""
-## 6.4 Experiment: heads that divide the work
+# %% [markdown]
+# ## 6.4 Experiment: heads that divide the work
+#
+# A task that needs two *different* relations at once. The input is a sequence of $L=8$ random
+# tokens from a vocabulary of 8; at every position the model must output
+#
+# * the **previous** token (position $i-1$; position 0 wraps around to the last one), and
+# * the **first** token of the sequence.
+#
+# The model is as small as it can be: token embedding + learned positional embedding, **one**
+# multi-head attention layer with $h=2$, and two linear read-outs, one per task. Without
+# attention no position could see any other token; with a single head, each position gets one
+# weighted average, which cannot be both "the token before me" and "the first token". Two
+# heads can each take one relation. We train with the sum of the two cross-entropies (the
+# multi-task loss of chapter 7, with $\lambda = 0$) and then look at the weights that
+# `.attn_weights` kept.
 
-A task that needs two *different* relations at once. The input is a sequence of $L=8$ random
-tokens from a vocabulary of 8; at every position the model must output
-
-* the **previous** token (position $i-1$; position 0 wraps around to the last one), and
-* the **first** token of the sequence.
-
-The model is as small as it can be: token embedding + learned positional embedding, **one**
-multi-head attention layer with $h=2$, and two linear read-outs, one per task. Without
-attention no position could see any other token; with a single head, each position gets one
-weighted average, which cannot be both "the token before me" and "the first token". Two
-heads can each take one relation. We train with the sum of the two cross-entropies (the
-multi-task loss of chapter 7, with $\lambda = 0$) and then look at the weights that
-`.attn_weights` kept.
-""")
-
-code(r"""
+# %%
 vocab, L, d_model, h = 8, 8, 32, 2
 
 class TwoRelations(nn.Module):
@@ -249,9 +224,8 @@ acc_prev = float((logits_prev.numpy().argmax(-1) == prev).mean())
 acc_first = float((logits_first.numpy().argmax(-1) == first).mean())
 mean_weights = model.attn.attn_weights.mean(axis=0)   # (h, L, L), mean over 512 sequences
 print(f"accuracy: previous token {acc_prev:.3f}, first token {acc_first:.3f}")
-""")
 
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 2 * h + 1, figsize=(17, 3.6),
                          gridspec_kw={"width_ratios": [1.3] + [1] * (2 * h)})
 hist = np.array(history)
@@ -265,60 +239,52 @@ for i in range(h):
         ax.set_title(f"head {i + 1}, {when}")
         ax.set_xlabel("key position"); ax.set_ylabel("query position")
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-Before training both heads spread their weight almost uniformly. After training one head puts
-its weight on **column 0** (every query looks at the first token) and the other on the
-**sub-diagonal** (query $i$ looks at key $i-1$; query 0 at the last key) — nobody told them
-which head should do what. Which head takes which job depends on the random initialisation.
-Chapter 11 draws the same maps for the multimodal model.
-""")
+# %% [markdown]
+# Before training both heads spread their weight almost uniformly. After training one head puts
+# its weight on **column 0** (every query looks at the first token) and the other on the
+# **sub-diagonal** (query $i$ looks at key $i-1$; query 0 at the last key) — nobody told them
+# which head should do what. Which head takes which job depends on the random initialisation.
+# Chapter 11 draws the same maps for the multimodal model.
 
-code(r"""
+# %%
 first_score = mean_weights[:, :, 0].mean(axis=1)                     # weight on key 0, per head
 prev_score = np.array([np.mean([mean_weights[i, p, (p - 1) % L] for p in range(L)])
                        for i in range(h)])
 first_head, prev_head = int(first_score.argmax()), int(prev_score.argmax())
 print("weight on the first token, per head:   ", np.round(first_score, 3))
 print("weight on the previous token, per head:", np.round(prev_score, 3))
-""")
 
-md(r"""
-## Summary
+# %% [markdown]
+# ## Summary
+#
+# * $\operatorname{MultiHead}(Q,K,V) = \operatorname{Concat}(\text{head}_1..\text{head}_h)W^O$ with
+#   $\text{head}_i = \operatorname{Attention}(QW_i^Q, KW_i^K, VW_i^V)$, computed as
+#   **split → attend → concatenate → project**; the per-head matrices are column blocks of
+#   `W_q, W_k, W_v`, and the heads are a batch axis for the attention.
+# * Parameters and projection cost are independent of $h$: $d_k = d_\text{model}/h$.
+# * The module equals the literal per-head loop, passes gradcheck, and matches PyTorch.
+# * Trained on a task with two relations, the two heads specialise, one per relation.
+#
+# ## Exercises
+#
+# 1. Train the experiment's model with $h=1$ (and the same $d_\text{model}$). Which task does it
+#    learn, and what accuracy does it reach on the other?
+# 2. Count the multiply-adds of one forward pass of `MultiHeadAttention` as a function of
+#    $B, L_q, L_k, d_\text{model}$ and $h$. For which sequence length do the projections and
+#    the attention itself cost the same?
+# 3. Show that $\operatorname{Concat}(\text{head}_1,\ldots,\text{head}_h)W^O =
+#    \sum_i \text{head}_i W^O_i$, where $W^O_i$ are the row blocks of $W^O$. What does this say
+#    about how the heads' results are combined?
+# 4. Replace `causal=False` by `causal=True` in the experiment. Which of the two tasks becomes
+#    impossible at which positions, and why?
+# 5. PyTorch averages the weights over heads unless `average_attn_weights=False`. Draw the
+#    averaged map of the trained model: what would you conclude from it alone?
 
-* $\operatorname{MultiHead}(Q,K,V) = \operatorname{Concat}(\text{head}_1..\text{head}_h)W^O$ with
-  $\text{head}_i = \operatorname{Attention}(QW_i^Q, KW_i^K, VW_i^V)$, computed as
-  **split → attend → concatenate → project**; the per-head matrices are column blocks of
-  `W_q, W_k, W_v`, and the heads are a batch axis for the attention.
-* Parameters and projection cost are independent of $h$: $d_k = d_\text{model}/h$.
-* The module equals the literal per-head loop, passes gradcheck, and matches PyTorch.
-* Trained on a task with two relations, the two heads specialise, one per relation.
-
-## Exercises
-
-1. Train the experiment's model with $h=1$ (and the same $d_\text{model}$). Which task does it
-   learn, and what accuracy does it reach on the other?
-2. Count the multiply-adds of one forward pass of `MultiHeadAttention` as a function of
-   $B, L_q, L_k, d_\text{model}$ and $h$. For which sequence length do the projections and
-   the attention itself cost the same?
-3. Show that $\operatorname{Concat}(\text{head}_1,\ldots,\text{head}_h)W^O =
-   \sum_i \text{head}_i W^O_i$, where $W^O_i$ are the row blocks of $W^O$. What does this say
-   about how the heads' results are combined?
-4. Replace `causal=False` by `causal=True` in the experiment. Which of the two tasks becomes
-   impossible at which positions, and why?
-5. PyTorch averages the weights over heads unless `average_attn_weights=False`. Draw the
-   averaged map of the trained model: what would you conclude from it alone?
-""")
-
-code(r"""
+# %%
 # The chapter's own results, in quick mode too
 assert loop_error < 1e-6                            # the module is the literal formula
 assert acc_prev > 0.95 and acc_first > 0.95         # both relations learned
 assert first_head != prev_head                      # ... by different heads
 assert first_score[first_head] > 0.8 and prev_score[prev_head] > 0.8
 print("chapter 6: all checks passed")
-""")
-
-if __name__ == "__main__":
-    nb.write()

@@ -38,7 +38,7 @@ import os
 
 import numpy as np
 
-from . import backend, functional as F
+from . import backend, functional as F, nn
 from ._swap import replaced_parameters
 from .autograd import Function, Tensor
 from .serialization import load, save
@@ -175,6 +175,32 @@ def fake_quantized(model, bits=8):
     axes = {name: axis for name, axis, _ in compressible(model)}
     return replaced_parameters(
         model, lambda name, p: fake_quantize(p, axes[name], bits) if name in axes else None)
+
+
+class QuantizationAware(nn.Module):
+    """``model`` trained quantisation-aware: its forward runs inside :func:`fake_quantized`, so
+    any training loop (``fit`` included) trains the float32 weights of ``.model`` through int
+    (``bits``) forward passes; afterwards quantise ``.model`` as usual."""
+
+    def __init__(self, model, bits=8):
+        super().__init__()
+        self.model, self.bits = model, int(bits)
+
+    def forward(self, *args, **kwargs):
+        with fake_quantized(self.model, self.bits):
+            return self.model(*args, **kwargs)
+
+    def config(self):
+        return self.model.config() if hasattr(self.model, "config") else {}
+
+
+def quantize_model_(model, bits=8):
+    """Replace every weight with ndim ≥ 2 by its dequantised ``bits``-bit version ŵ, in place
+    (post-training quantisation, in memory); returns the model."""
+    for _, axis, p in compressible(model):
+        q, s = quantize_per_channel(p.data, axis, bits)
+        p.data = dequantize(q, s, axis).astype(p.dtype)
+    return model
 
 
 # -- magnitude pruning --------------------------------------------------------------------------
@@ -393,5 +419,6 @@ def sparse_size_bytes(n, sparsity, value_bytes=4):
 
 __all__ = ["channel_axis", "compressible", "quantize_per_channel", "dequantize", "to_float16",
            "int8_linear", "RoundSTE", "round_ste", "fake_quantize", "fake_quantized",
+           "QuantizationAware", "quantize_model_",
            "Pruning", "prune", "sparsity_schedule", "iterative_prune", "compress_state",
            "decompress_state", "save_compressed", "load_compressed", "sparse_size_bytes"]

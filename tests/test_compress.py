@@ -326,3 +326,21 @@ def test_compressed_format_errors(tmp_path, rng):
     mm.save(model, tmp_path / "plain.npz")
     with pytest.raises(ValueError, match="not a compressed model"):
         compress.load_compressed(tmp_path / "plain.npz")
+
+
+def test_quantization_aware_wrapper_trains_the_inner_model_and_quantize_model_in_place(rng):
+    model = _small_model(rng)
+    qat = compress.QuantizationAware(model, bits=4)
+    assert qat.parameters() == model.parameters()
+    x = mm.tensor(rng.standard_normal((3, 2, 5, 5)).astype(np.float32))
+    with mm.no_grad():
+        through_wrapper = qat(x).numpy()
+    four_bit = compress.quantize_model_(_small_model(np.random.default_rng(7)).load_state_dict(
+        model.state_dict()), bits=4)
+    with mm.no_grad():
+        np.testing.assert_allclose(four_bit(x).numpy(), through_wrapper, rtol=1e-5, atol=1e-6)
+    for (_, axis, p), (_, _, w) in zip(compress.compressible(four_bit),
+                                       compress.compressible(model)):
+        levels = np.unique(np.round(p.numpy() / compress.quantize_per_channel(
+            w.data, axis, 4)[1].reshape([-1 if i == axis else 1 for i in range(p.ndim)])))
+        assert levels.size <= 15 and p.dtype == np.float32      # −7 … 7

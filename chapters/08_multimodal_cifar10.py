@@ -33,7 +33,8 @@ from minimm import metrics
 from minimm import plot as mmplot
 from minimm.data import CLASSES, captions, cifar10
 from minimm.models import MultiModalModel
-from minimm.train import caption_dataset, evaluate, fit
+from minimm.experiments.cifar10 import Objective, caption_dataset
+from minimm.train import evaluate, fit
 
 QUICK = os.environ.get("MINIMM_QUICK") == "1"  # the tests set this: a small stand-in dataset
 SEED = 0                                        # change it to see the spread of the results
@@ -305,11 +306,11 @@ histories, results, times = {}, {}, {}
 for mode in ("image", "text", "multimodal"):
     m = MultiModalModel(len(vocab), mode=mode, rng=np.random.default_rng(SEED))
     t0 = time.perf_counter()
-    histories[mode] = fit(m, train, val_data=test, epochs=EPOCHS, batch_size=32,
+    histories[mode] = fit(m, train, test, epochs=EPOCHS, batch_size=32, loss_fn=Objective(),
                           optimizer=mm.optim.Adam(m.parameters(), lr=1e-3),
                           progress=False, seed=SEED)
     times[mode] = time.perf_counter() - t0
-    results[mode] = evaluate(m, test)
+    results[mode] = evaluate(m, test, Objective())
     print(f"{mode:>10}: test accuracy per epoch",
           [round(a, 3) for a in histories[mode].history["val_accuracy"]],
           f"| {times[mode]:.1f} s")
@@ -423,9 +424,9 @@ assert acc["multimodal"] >= best_single - 0.05, acc
 #    and values with `nn.MultiHeadAttention`, and classify from the result. Compare accuracy and
 #    parameter count.
 # 4. **Multi-task head.** Build `MultiModalModel(len(vocab), num_superclasses=2)` and train it
-#    with `caption_dataset(..., superlabels=True)` and `fit(..., lam=1e-4)` — the objective
-#    $\sum_i \ell_i + \lambda R(\theta)$ of chapter 7. Does the vehicle/animal task help the
-#    10-class accuracy? Sweep `lam`.
+#    with `caption_dataset(..., superlabels=True)` and `fit(..., loss_fn=Objective(lam=1e-4))`
+#    — the objective $\sum_i \ell_i + \lambda R(\theta)$ of chapter 7. Does the vehicle/animal
+#    task help the 10-class accuracy? Sweep `lam`.
 # 5. **Padding.** Encode the captions with `padding="pre"` and train the text model *without*
 #    `lengths`. Why does post-padding need the lengths, and what goes wrong without them?
 # 6. **Full scale.** Run `python -m minimm train --model image --epochs 10` and the same with

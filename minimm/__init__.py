@@ -6,6 +6,7 @@
 from . import backend, functional
 from .autograd import Function, Tensor, as_tensor, enable_grad, grad, is_grad_enabled, no_grad, tensor
 from .backend import get_array_module, gpu_available, to_numpy
+from .errors import UsageError
 from .functional import concat, split, stack, where
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .serialization import load, save

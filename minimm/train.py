@@ -1,31 +1,57 @@
-"""Layer 6: training and evaluation — the article's §3.2 step 5 ("train with cross-entropy
-and gradient descent") and the ``model.fit(...)`` of its §4.3 / §5.2 code, made explicit.
+"""Layer 6: training and evaluation, for any model — the article's §3.2 step 5 ("train with
+cross-entropy and gradient descent") and the ``model.fit(...)`` of its §4.3 / §5.2 code.
 
-    history = fit(model, train, val_data=test, epochs=10, batch_size=32)   # Adam, lr 1e-3
-    history.history["accuracy"], history.history["val_accuracy"]        # §5.4 curves
-    result = evaluate(model, test)        # loss, accuracy, predictions, probabilities
+    history = fit(model, train, val, epochs=10, loss_fn=loss_fn)      # Adam, lr 1e-3
+    history.history["loss"], history.history["val_loss"], …            # one value per epoch
+    result = evaluate(model, test, loss_fn)     # mean loss and logs, concatenated outputs
 
-Data is a dict of host (NumPy) arrays sharing their first dimension::
+**Data.** ``train``, ``val`` and ``data`` are :class:`minimm.data.Loader` objects, or dicts of
+host (NumPy) arrays with any keys that share their first dimension (fit wraps a dict in a
+Loader: shuffled with ``seed`` for training, in order for evaluation). fit moves each batch
+to the model's device and knows nothing of what the arrays mean — the loss function does.
 
-    {"images": uint8 (N, 3, 32, 32), "ids": int (N, T), "lengths": int (N,),
-     "labels": int (N,), "superlabels": int (N,)}        # superlabels only for two heads
+**The loss contract.** ``loss_fn(model, batch)`` gets one mini-batch, a dict of arrays already
+on the model's device, and returns one of
 
-or the tuple ``(images, ids, lengths, labels[, superlabels])``; a key the model does not
-use may be missing (no captions for an image-only model). Each mini-batch is taken on the
-host, moved to the device, and uint8 images are normalised there
-(:func:`minimm.data.normalize_images`) — so the whole dataset never exists in float32.
+    loss                        a scalar Tensor, the mean over the batch
+    (loss, logs)                logs: {name: float or 0-d Tensor / array}, per-batch means
+    (loss, logs, outputs)       outputs: {name: array (B, ...)}, one row per sample
 
-The objective: with one head and λ = 0, the mean cross-entropy; otherwise the article's
-formula (3), ``F.multitask_loss`` — L(θ) = Σ_i w_i ℓ_i + λ R(θ), the tasks being "class"
-(10 CIFAR classes) and "super" (vehicle / animal).
+fit and evaluate average the loss and every log over an epoch, weighted by batch size: a
+History holds "loss", the logs' names, their "val_" twins and "epoch_time" / "train_time";
+evaluate also concatenates the outputs in data order (predictions, probabilities, labels …).
+Without ``loss_fn``, fit and evaluate call ``model.loss(batch)``.
 
-Reproducibility: each epoch's sample order is a permutation drawn from
-``default_rng((seed, epoch))``, so it depends only on the seed and the epoch's number. A
-checkpoint written after every epoch (model, optimiser, history, epoch, config; atomic, via
-``mm.save``) therefore lets ``fit(..., resume=True)`` continue and reach bit-for-bit the
-parameters an uninterrupted run reaches.
+**One training step**, in this order:
+
+    batch = the loader's next batch, moved to the device
+    loss, logs, _ = loss_fn(model, batch)
+    optimizer.zero_grad(); loss.backward()
+    read the loss and logs from the device           one copy: one GPU synchronisation
+    stop if the loss is nan or inf                   NonFiniteLossError naming epoch and batch
+    callback.on_after_backward(model, step)          gradients are in p.grad
+    optimizer.step()
+    callback.on_batch_end(step, logs, model)
+
+After each epoch: the parameters are checked to be finite, the validation set is evaluated,
+the epoch's values are appended to the History, the checkpoint is written, and the
+callbacks' ``on_epoch_end`` run (one returning True stops the training). A nan or inf loss
+or parameter therefore stops fit before anything is written: the checkpoint of the last good
+epoch stays as it was.
+
+**Callbacks** are :class:`Callback` objects, or plain functions ``cb(epoch, logs, model)``
+called at the end of each epoch. **Epochs** are numbered 1, 2, … wherever a user sees one:
+the progress bar ("epoch 1/10"), ``History.epoch``, history.json, callbacks, error messages,
+and a checkpoint's "epoch" (the number of epochs done). Only the loader's ``set_epoch(e)``
+counts from 0, as PyTorch's samplers do.
+
+**Reproducibility.** Epoch e's order is ``epoch_permutation(N, seed, e)`` and a transform's
+random numbers come from (seed, epoch, batch index): both depend on nothing else. A
+checkpoint written after every epoch (model, optimiser, history, epoch, config, fit
+settings; atomically, via ``mm.save``) therefore lets ``fit(..., resume=True)`` continue and
+reach bit for bit the parameters an uninterrupted run reaches.
 """
-import json
+import math
 import os
 import sys
 import time
@@ -34,132 +60,88 @@ import warnings
 import numpy as np
 
 from . import backend, optim
-from ._io import atomic_write
-from . import functional as F
+from ._io import write_json
 from .autograd import Tensor, no_grad
-from .data.loader import normalize_images, num_batches
+from .data.loader import Loader
+from .errors import UsageError
 from .serialization import load, save
 
-DATA_KEYS = ("images", "ids", "lengths", "labels", "superlabels")
+
+class NonFiniteLossError(FloatingPointError):
+    """fit stopped because a loss (or, after an epoch, a parameter) was nan or inf; the
+    optimiser step was not taken and no checkpoint was written."""
 
 
-# -- data ---------------------------------------------------------------------------------------
-def as_dataset(data, op="fit"):
-    """A dict of NumPy arrays from a dict or an ``(images, ids, lengths, labels[, superlabels])``
-    tuple; checks that "labels" is there and every array has the same length."""
-    if isinstance(data, dict):
-        unknown = set(data) - set(DATA_KEYS)
-        if unknown:
-            raise ValueError(f"{op}: unknown data keys {sorted(unknown)}; expected some of "
-                             f"{DATA_KEYS}")
-        items = data.items()
-    elif isinstance(data, (tuple, list)):
-        if len(data) not in (4, 5):
-            raise ValueError(f"{op}: a data tuple is (images, ids, lengths, labels[, "
-                             f"superlabels]), got {len(data)} items")
-        items = zip(DATA_KEYS, data)
-    else:
-        raise TypeError(f"{op}: data must be a dict or a tuple of arrays, got "
-                        f"{type(data).__name__}")
-    out = {k: backend.to_numpy(v)
-           for k, v in items if v is not None}
-    out = {k: np.asarray(v) for k, v in out.items()}
-    if "labels" not in out:
-        raise ValueError(f"{op}: the data has no 'labels'")
-    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in out.items()}
-    if len(set(sizes.values())) != 1 or None in sizes.values():
-        raise ValueError(f"{op}: data arrays must share their first dimension, got "
-                         + ", ".join(f"{k} {tuple(out[k].shape)}" for k in out))
-    return out
+class Callback:
+    """Hooks into :func:`fit`. Subclass it and override the hooks you need; each does nothing
+    by default. ``step`` counts optimiser steps from 0 over the whole run (a resumed run
+    continues the count).
+
+        on_train_begin(model, optimizer)     before the first epoch (after a resume's load)
+        on_after_backward(model, step)       the gradients are in p.grad, the optimiser step
+                                             follows: all-reduce, clip or record them here
+        on_batch_end(step, logs, model)      logs: {"loss": float, …} of this batch
+        on_epoch_end(epoch, logs, model)     epoch 1, 2, …; logs: the values History gets;
+                                             return True to stop the training
+        on_train_end(history, model)         after the last epoch
+    """
+
+    def on_train_begin(self, model, optimizer):
+        pass
+
+    def on_after_backward(self, model, step):
+        pass
+
+    def on_batch_end(self, step, logs, model):
+        pass
+
+    def on_epoch_end(self, epoch, logs, model):
+        pass
+
+    def on_train_end(self, history, model):
+        pass
 
 
-def caption_dataset(images, labels, caption_seed=0, vocab=None, max_len=16, superlabels=False,
-                    p_true=None, p_wrong=None):
-    """The §4.3 inputs for CIFAR-10 images: {"images", "ids", "lengths", "labels"} (and
-    "superlabels", vehicle 0 / animal 1, if asked), with one synthetic, seeded, noisy caption
-    per image (:func:`minimm.data.make_captions`) encoded with ``vocab`` (default
-    :func:`minimm.data.caption_vocabulary`), padded after the words to ``max_len``."""
-    from .data import captions, cifar10
-    vocab = vocab if vocab is not None else captions.caption_vocabulary()
-    labels = np.asarray(labels).astype(np.int64)
-    noise = {k: v for k, v in (("p_true", p_true), ("p_wrong", p_wrong)) if v is not None}
-    text = captions.make_captions(labels, seed=caption_seed, **noise)
-    ids, lengths = captions.encode(text, vocab, max_len=max_len)
-    data = {"images": images, "ids": ids, "lengths": lengths, "labels": labels}
-    if superlabels:
-        data["superlabels"] = cifar10.superclass(labels)
-    return data
+class _EpochEnd(Callback):
+    """A plain function ``cb(epoch, logs, model)`` as a Callback."""
+
+    def __init__(self, fn):
+        self.on_epoch_end = fn
 
 
-def epoch_permutation(n, seed, epoch):
-    """The sample order of epoch ``epoch``: a function of (seed, epoch) only."""
-    return np.random.default_rng((int(seed), int(epoch))).permutation(n)
+class PrintEpochs(Callback):
+    """One line per epoch on stderr ("epoch 2/10 loss 1.2345 …"): a run without a progress
+    bar still shows life."""
 
+    def __init__(self, epochs, keys=("loss", "accuracy", "val_loss", "val_accuracy",
+                                     "epoch_time")):
+        self.epochs, self.keys = epochs, keys
 
-def _batch(data, idx, device):
-    """Host rows ``idx`` of every array, moved to ``device``; images normalised there."""
-    batch = {}
-    for key, a in data.items():
-        part = a[idx]
-        if key == "lengths":
-            batch[key] = part                       # the LSTM reads lengths on the host
-        elif key == "images":
-            part = backend.to_device(part, device)
-            xp = backend.get_array_module(part)
-            batch[key] = Tensor(normalize_images(part) if part.dtype == np.uint8
-                                else part.astype(xp.float32, copy=False))
-        else:
-            batch[key] = backend.to_device(part, device)
-    return batch
-
-
-def _outputs(model, batch):
-    out = model(batch.get("images"), batch.get("ids"), batch.get("lengths"))
-    return out if isinstance(out, tuple) else (out, None)
-
-
-def _objective(model, outputs, batch, lam, task_weights, R=None):
-    """(total loss, {"class": ℓ, "super": ℓ, "reg": λR}) for one batch, as Tensors."""
-    logits, super_logits = outputs
-    tasks = {"class": F.cross_entropy(logits, batch["labels"])}
-    if super_logits is not None:
-        if "superlabels" not in batch:
-            raise ValueError("fit/evaluate: the model has a superclass head but the data "
-                             "has no 'superlabels'")
-        tasks["super"] = F.cross_entropy(super_logits, batch["superlabels"])
-    if len(tasks) == 1 and lam == 0.0 and not task_weights:
-        return tasks["class"], tasks
-    # R(θ) is only built when it counts: λ = 0 passes no parameters (no wasted backward)
-    params = (model if lam > 0.0 else []) if R is None else []
-    total, terms = F.multitask_loss(tasks, params, lam, weights=task_weights,
-                                    return_terms=True)
-    if R is not None and lam > 0.0:              # evaluation: λR(θ) computed once, added
-        terms["reg"] = R * lam
-        total = total + terms["reg"]
-    tasks["reg"] = terms["reg"]
-    return total, tasks
+    def on_epoch_end(self, epoch, logs, model):
+        print(f"epoch {epoch}/{self.epochs} " + "  ".join(
+            f"{k} {logs[k]:.4f}" for k in self.keys if k in logs), file=sys.stderr)
 
 
 # -- history ------------------------------------------------------------------------------------
 class History:
     """What ``fit`` returns, as Keras' History: ``history`` maps a name to one value per
-    epoch — "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time" (seconds, training
-    and validation), "train_time" (seconds, training only), and with two heads or λ > 0 the
-    parts: "class_loss", "super_loss", "super_accuracy", "reg_loss" and their "val_" twins.
-    ``epoch`` lists the epoch numbers; ``val_result`` is the last epoch's full
-    :func:`evaluate` result (not saved)."""
+    epoch — "loss" and the loss function's logs (for the CIFAR-10 case study "accuracy",
+    and with two heads or λ > 0 "class_loss", "super_loss", "super_accuracy", "reg_loss"),
+    their "val_" twins, "epoch_time" (seconds, training and validation) and "train_time"
+    (training only). ``epoch`` lists the epoch numbers 1, 2, …; ``val_result`` is the last
+    epoch's full :func:`evaluate` result (not saved)."""
 
     def __init__(self, history=None):
         self.history = {k: [float(v) for v in np.atleast_1d(vals)]
                         for k, vals in (history or {}).items()}
         n = len(next(iter(self.history.values()))) if self.history else 0
-        self.epoch = list(range(n))
+        self.epoch = list(range(1, n + 1))
         self.val_result = None
 
     def append(self, logs):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
-        self.epoch.append(len(self.epoch))
+        self.epoch.append(len(self.epoch) + 1)
 
     def __len__(self):
         return len(self.epoch)
@@ -168,20 +150,198 @@ class History:
         return {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}
 
     def to_json(self, path):
-        """Write ``{"epoch": [...], name: [...]}`` atomically."""
+        """Write ``{"epoch": [1, 2, …], name: [...]}`` atomically."""
         write_json({"epoch": self.epoch, **self.history}, path)
 
     def __repr__(self):
         return f"History({len(self)} epochs: {', '.join(self.history)})"
 
 
-def write_json(obj, path):
-    """json.dump to a temporary file in the same folder, then os.replace (atomic)."""
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
 # -- fit ----------------------------------------------------------------------------------------
+def fit(model, train, val=None, epochs=10, optimizer=None, *, loss_fn=None, batch_size=32,
+        device="cpu", callbacks=(), progress=True, seed=0, checkpoint_path=None, resume=False,
+        checkpoint_extra=None, eval_batch_size=256):
+    """Train ``model`` with mini-batch gradient descent; return a :class:`History`.
+
+    train, val:     Loaders or dicts of host arrays (module docstring); a dict ``train`` is
+                    read in batches of ``batch_size``, shuffled by ``seed``, a dict ``val`` in
+                    batches of ``eval_batch_size``. ``val`` is evaluated after every epoch.
+    epochs:         the number of epochs in total (a resumed run counts the ones done).
+    optimizer:      default ``optim.Adam(model.parameters(), lr=1e-3)``, the article's.
+    loss_fn:        ``loss_fn(model, batch)`` (the loss contract above); default model.loss.
+    device:         "cpu" or "cuda"; the model is moved there, the batches follow one by one.
+    callbacks:      :class:`Callback` objects or functions ``cb(epoch, logs, model)``.
+    progress:       a tqdm bar per epoch on stderr, and a short one for the validation.
+    checkpoint_path: after every epoch, save {"model", "optimizer", "history", "epoch",
+                    "config", "fit"} there atomically: "config" is ``model.config()`` (if the
+                    model has one) updated with ``checkpoint_extra``; "fit" the settings that
+                    decide the result — seed, batch_size and ``loss_fn.config()`` if it has one.
+    resume:         continue from ``checkpoint_path`` (model, optimiser, history, epoch) up to
+                    ``epochs`` in total; starts afresh, with a warning, if it is missing.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+    if resume and checkpoint_path is None:
+        raise ValueError("fit: resume=True needs a checkpoint_path")
+    device = backend.check_device(device)
+    train = as_loader(train, batch_size, shuffle=True, seed=seed)
+    val = as_loader(val, eval_batch_size, shuffle=False) if val is not None else None
+    if len(train) == 0:
+        raise ValueError(f"fit: the training data gives no batch ({train!r}); an empty "
+                         f"training set would train nothing")
+    loss_fn = _default_loss(model, loss_fn, "fit")
+    model.to(device)
+    if optimizer is None:
+        optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    callbacks = [c if isinstance(c, Callback) else _EpochEnd(c) for c in callbacks or ()]
+    settings = {"seed": train.seed, "batch_size": train.batch_size,
+                **(loss_fn.config() if hasattr(loss_fn, "config") else {})}
+
+    history, start = History(), 0
+    if resume:
+        history, start = _resume(checkpoint_path, model, optimizer, settings, epochs)
+    for cb in callbacks:
+        cb.on_train_begin(model, optimizer)
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        train.set_epoch(epoch - 1)
+        bar = _progress(len(train), f"epoch {epoch}/{epochs}", progress)
+        done = (f"; {checkpoint_path} still holds epoch {epoch - 1}" if checkpoint_path
+                and epoch > 1 else "")
+        logs, _ = _run_epoch(model, train, loss_fn, device, bar, optimizer, callbacks,
+                             step=(epoch - 1) * len(train), where=(epoch, done))
+        _check_parameters(model, epoch, done)
+        train_time = time.perf_counter() - t0
+        if val is not None:
+            val_logs, outputs = _evaluate(model, val, loss_fn, progress,
+                                          f"epoch {epoch}/{epochs} val")
+            history.val_result = {**val_logs, **outputs}
+            logs.update({"val_" + k: v for k, v in val_logs.items()})
+        logs["epoch_time"] = time.perf_counter() - t0
+        logs["train_time"] = train_time
+        history.append(logs)
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, optimizer, history, epoch, checkpoint_extra,
+                            settings)
+        if any([bool(cb.on_epoch_end(epoch, logs, model)) for cb in callbacks]):
+            break
+    for cb in callbacks:
+        cb.on_train_end(history, model)
+    return history
+
+
+def as_loader(data, batch_size, shuffle, seed=0):
+    """``data`` itself if it is a Loader, else ``Loader(data, batch_size, shuffle, seed)``."""
+    return data if isinstance(data, Loader) else Loader(data, batch_size, shuffle, seed)
+
+
+def _default_loss(model, loss_fn, op):
+    if loss_fn is not None:
+        return loss_fn
+    if not callable(getattr(model, "loss", None)):
+        raise TypeError(f"{op}: {type(model).__name__} has no loss(batch) method; pass "
+                        f"loss_fn(model, batch) -> loss | (loss, logs) | (loss, logs, outputs)")
+    return lambda model, batch: model.loss(batch)
+
+
+def _run_epoch(model, loader, loss_fn, device, bar=None, optimizer=None, callbacks=(), step=0,
+               where=None):
+    """One pass over ``loader``: a training epoch with an ``optimizer``, an evaluation without.
+    Returns (the loss and logs averaged over the samples, {name: outputs concatenated})."""
+    sums, seen, outputs = {}, 0, {}
+    for i, batch in enumerate(loader):
+        B = len(next(iter(batch.values())))
+        batch = {k: backend.to_device(v, device) for k, v in batch.items()}
+        loss, logs, outs = _call(loss_fn, model, batch)
+        if optimizer is not None:
+            optimizer.zero_grad()
+            loss.backward()
+        values = _read(loss, logs)                  # the step's one read from the device
+        if optimizer is not None:
+            if not math.isfinite(values["loss"]):
+                epoch, done = where
+                raise NonFiniteLossError(
+                    f"fit: the loss is {values['loss']} at epoch {epoch}, batch {i + 1} of "
+                    f"{len(loader)}; stopped before the optimiser step{done}. A smaller "
+                    f"learning rate often helps; also check the data for nan or inf")
+            for cb in callbacks:
+                cb.on_after_backward(model, step + i)
+            optimizer.step()
+            for cb in callbacks:
+                cb.on_batch_end(step + i, values, model)
+        else:                                       # evaluation: keep the outputs
+            for name, value in outs.items():
+                outputs.setdefault(name, []).append(backend.unwrap(value))
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value * B
+        seen += B
+        if bar is not None:
+            bar.update(1)
+            if i % 10 == 0 or i == len(loader) - 1:
+                bar.set_postfix(_shown(sums, seen))
+    if bar is not None:
+        bar.close()
+    means = {name: total / seen for name, total in sums.items()}
+    return means, {name: backend.to_numpy(backend.get_array_module(*parts).concatenate(parts))
+                   for name, parts in outputs.items()}
+
+
+def _call(loss_fn, model, batch):
+    """(loss, logs, outputs) from whichever of the three forms ``loss_fn`` returns."""
+    out = loss_fn(model, batch)
+    out = out if isinstance(out, tuple) else (out,)
+    if not 1 <= len(out) <= 3:
+        raise TypeError(f"loss_fn must return loss, (loss, logs) or (loss, logs, outputs), got "
+                        f"a tuple of {len(out)}")
+    loss, logs, outputs = (*out, None, None)[:3]
+    if not isinstance(loss, Tensor) or loss.size != 1:
+        raise TypeError(f"loss_fn must return a scalar Tensor as the loss (the batch mean), got "
+                        f"{type(loss).__name__} {getattr(loss, 'shape', '')}")
+    return loss, dict(logs or {}), dict(outputs or {})
+
+
+def _read(loss, logs):
+    """{"loss": float, name: float, …}: the loss and every log value that is still on the
+    device copied to the host together (each separate read would be a GPU synchronisation)."""
+    values = {"loss": loss, **logs}
+    out, arrays = {}, {}
+    for name, value in values.items():
+        if isinstance(value, (int, float, np.generic)):
+            out[name] = float(value)
+        else:
+            arrays[name] = backend.unwrap(value)
+    if arrays:
+        xp = backend.get_array_module(*arrays.values())
+        host = backend.to_numpy(xp.stack([xp.asarray(a, dtype=xp.float64).reshape(())
+                                          for a in arrays.values()]))
+        out.update(zip(arrays, host.tolist()))
+    return {name: out[name] for name in values}
+
+
+def _shown(sums, seen):
+    """The progress bar's running means: the loss, and the accuracy if there is one."""
+    shown = {"loss": f"{sums['loss'] / seen:.4f}"}
+    if "accuracy" in sums:
+        shown["acc"] = f"{sums['accuracy'] / seen:.3f}"
+    return shown
+
+
+def _check_parameters(model, epoch, done):
+    """The last step of an epoch may turn the parameters into nan or inf with a finite loss:
+    refuse to checkpoint them. One reduction over all parameters, one read."""
+    params = [(name, p) for name, p in model.named_parameters()]
+    if not params:
+        return
+    xp = backend.get_array_module(params[0][1])
+    finite = backend.to_numpy(xp.stack([xp.isfinite(p.data).all() for _, p in params]))
+    if not finite.all():
+        bad = [name for (name, _), ok in zip(params, finite) if not ok]
+        raise NonFiniteLossError(f"fit: after epoch {epoch} the parameters {bad[:5]} hold nan or "
+                                 f"inf, though every loss was finite; stopped before "
+                                 f"checkpointing{done}. A smaller learning rate often helps")
+
+
 def _progress(total, desc, enabled):
     if not enabled:
         return None
@@ -190,140 +350,7 @@ def _progress(total, desc, enabled):
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def fit(model, train_data, val_data=None, epochs=10, batch_size=32, optimizer=None, lam=0.0,
-        task_weights=None, device="cpu", callbacks=None, progress=True, seed=0,
-        checkpoint_path=None, resume=False, checkpoint_extra=None, eval_batch_size=256):
-    """Train ``model`` with mini-batch gradient descent; return a :class:`History`.
-
-    model:          called as ``model(images, ids, lengths)`` -> logits or (logits,
-                    super_logits) — :class:`minimm.models.MultiModalModel`.
-    train_data, val_data: dicts or tuples of host arrays (module docstring); validation runs
-                    after every epoch (eval mode, no gradients).
-    optimizer:      default ``optim.Adam(model.parameters(), lr=1e-3)``, the article's.
-    lam, task_weights: λ and the w_i of L = Σ w_i ℓ_i + λ R(θ) (``F.multitask_loss``).
-    device:         "cpu" or "cuda"; the model is moved there, batches follow one by one.
-    callbacks:      callables ``cb(epoch, logs, model)`` run after each epoch (``logs`` =
-                    that epoch's values); one returning True stops the training.
-    progress:       a tqdm bar per epoch, on stderr.
-    seed:           the shuffling seed (each epoch's order from (seed, epoch)).
-    checkpoint_path: after every epoch, save {"model", "optimizer", "history", "epoch",
-                    "config", "fit"} there atomically; "config" is ``model.config()`` (if
-                    the model has one) updated with ``checkpoint_extra``.
-    resume:         continue from ``checkpoint_path`` (model, optimiser, history, epoch) up
-                    to ``epochs`` in total; starts afresh, with a warning, if it is missing.
-    """
-    lam = float(lam)
-    if lam < 0:
-        raise ValueError(f"fit: lam must be >= 0, got {lam}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
-    if resume and checkpoint_path is None:
-        raise ValueError("fit: resume=True needs a checkpoint_path")
-    device = backend.check_device(device)
-    train = as_dataset(train_data, "fit")
-    val = as_dataset(val_data, "fit") if val_data is not None else None
-    model.to(device)
-    if optimizer is None:
-        optimizer = optim.Adam(model.parameters(), lr=1e-3)
-    settings = {"seed": int(seed), "batch_size": int(batch_size), "lam": lam}
-
-    history, start = History(), 0
-    if resume:
-        if os.path.exists(checkpoint_path):
-            ckpt = load(checkpoint_path)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            history = History(ckpt.get("history"))
-            start = int(ckpt["epoch"])
-            saved = ckpt.get("fit", {})
-            changed = {k: (saved[k], v) for k, v in settings.items()
-                       if k in saved and saved[k] != v}
-            if changed:
-                warnings.warn(f"fit: resuming {checkpoint_path} with changed settings "
-                              f"{changed} (saved, now): the result will differ from an "
-                              f"uninterrupted run", stacklevel=2)
-        else:
-            warnings.warn(f"fit: resume=True but no checkpoint at {checkpoint_path}; "
-                          f"training from the start", stacklevel=2)
-
-    n = len(train["labels"])
-    steps = num_batches(n, batch_size)
-    for epoch in range(start, epochs):
-        model.train()
-        t0 = time.perf_counter()
-        order = epoch_permutation(n, seed, epoch)
-        sums = {}                                      # name -> Σ (batch mean × batch size)
-        correct = {"class": 0, "super": 0}
-        bar = _progress(steps, f"epoch {epoch + 1}/{epochs}", progress)
-        for i in range(steps):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            batch = _batch(train, idx, device)
-            outputs = _outputs(model, batch)
-            total, parts = _objective(model, outputs, batch, lam, task_weights)
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-
-            B = len(idx)
-            sums["loss"] = sums.get("loss", 0.0) + total.item() * B
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value.item()) * B
-            correct["class"] += _correct(outputs[0], batch["labels"])
-            if outputs[1] is not None:
-                correct["super"] += _correct(outputs[1], batch["superlabels"])
-            if bar is not None:
-                bar.update(1)
-                if i % 10 == 0 or i == steps - 1:
-                    seen = min((i + 1) * batch_size, n)
-                    bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}",
-                                    acc=f"{correct['class'] / seen:.3f}")
-
-        train_time = time.perf_counter() - t0
-        logs = {"loss": sums.get("loss", 0.0) / max(n, 1),
-                "accuracy": correct["class"] / max(n, 1)}
-        multi = "super" in sums or "reg" in sums      # two heads or λ > 0: log the parts
-        if multi:
-            logs.update(_part_logs(sums, correct, n, "super" in sums))
-        if val is not None:
-            result = evaluate(model, val, eval_batch_size, lam=lam, task_weights=task_weights)
-            history.val_result = result
-            logs["val_loss"], logs["val_accuracy"] = result["loss"], result["accuracy"]
-            if multi:
-                for key in ("class_loss", "super_loss", "super_accuracy", "reg_loss"):
-                    if key in result:
-                        logs["val_" + key] = result[key]
-        logs["epoch_time"] = time.perf_counter() - t0
-        logs["train_time"] = train_time
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
-                             if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
-            bar.close()
-        history.append(logs)
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, optimizer, history, epoch + 1,
-                            checkpoint_extra, settings)
-        if callbacks and any([bool(cb(epoch, logs, model)) for cb in callbacks]):
-            break
-    return history
-
-
-def _correct(logits, labels):
-    predicted = logits.data.argmax(axis=1)
-    return int((predicted == labels).sum())
-
-
-def _part_logs(sums, correct, n, has_super):
-    logs = {"class_loss": sums["class"] / n}
-    if has_super:
-        logs["super_loss"] = sums["super"] / n
-        logs["super_accuracy"] = correct["super"] / n
-    if "reg" in sums:
-        logs["reg_loss"] = sums["reg"] / n
-    return logs
-
-
+# -- checkpoints --------------------------------------------------------------------------------
 def save_checkpoint(path, model, optimizer, history, epoch, extra=None, settings=None):
     """mm.save of {"model", "optimizer", "history", "epoch", "config", "fit"} (atomic)."""
     config = dict(model.config()) if hasattr(model, "config") else {}
@@ -332,62 +359,87 @@ def save_checkpoint(path, model, optimizer, history, epoch, extra=None, settings
           "epoch": int(epoch), "config": config, "fit": dict(settings or {})}, path)
 
 
-# -- evaluate -----------------------------------------------------------------------------------
-def evaluate(model, data, batch_size=256, lam=0.0, task_weights=None):
-    """Run ``model`` (eval mode, no gradients) over ``data`` in order; return a dict:
+def load_checkpoint(path):
+    """The checkpoint at ``path`` as a dict; a :class:`UsageError` naming the file when it is
+    missing or not a minimm checkpoint."""
+    try:
+        ckpt = load(path)
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise UsageError(f"cannot read the checkpoint {os.fspath(path)}: {e}") from e
+    if not isinstance(ckpt.get("model"), dict):
+        raise UsageError(f"{os.fspath(path)} is an mm.save file but not a training checkpoint "
+                         f"(no 'model' weights; it has {sorted(ckpt)})")
+    return ckpt
 
-        loss            the objective as in training (mean cross-entropy; with two heads or
-                        λ > 0, Σ w_i ℓ_i + λ R(θ))
-        accuracy        of the class head;  class_loss  its mean cross-entropy
-        predictions     int64 (N,) argmax classes;  probabilities  float32 (N, classes) softmax
-        labels          the true labels (N,)
-    and with a superclass head also super_loss, super_accuracy, super_predictions,
-    super_probabilities, superlabels; with λ > 0 reg_loss = λ R(θ). The device is the model's.
-    """
-    data = as_dataset(data, "evaluate")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}")
+
+def restore(ckpt, model, optimizer=None, source="the checkpoint"):
+    """Load a checkpoint's weights (and optimiser state) into ``model`` (and ``optimizer``).
+    A :class:`UsageError` when the checkpoint was written for another model: its config
+    disagrees with ``model.config()``, or its weights do not fit."""
+    if hasattr(model, "config"):
+        saved = ckpt.get("config", {})
+        differ = {k: (saved.get(k, "missing"), v) for k, v in model.config().items()
+                  if saved.get(k) != v}
+        if differ:
+            raise UsageError(f"{source} holds another model than {type(model).__name__} with "
+                             f"this configuration: {differ} (saved, here)")
+    try:
+        model.load_state_dict(ckpt["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise UsageError(f"{source} does not fit {type(model).__name__}: {e}") from e
+
+
+def _resume(path, model, optimizer, settings, epochs):
+    if not os.path.exists(path):
+        warnings.warn(f"fit: resume=True but no checkpoint at {path}; training from the start",
+                      stacklevel=3)
+        return History(), 0
+    ckpt = load_checkpoint(path)
+    restore(ckpt, model, optimizer, source=f"fit: cannot resume: {path}")
+    start = int(ckpt.get("epoch", 0))
+    if start > epochs:
+        raise UsageError(f"fit: {path} has done {start} epochs, more than epochs={epochs} "
+                         f"(epochs counts the total, resumed ones included)")
+    saved = ckpt.get("fit", {})
+    changed = {k: (saved[k], v) for k, v in settings.items() if k in saved and saved[k] != v}
+    if changed:
+        warnings.warn(f"fit: resuming {path} with changed settings {changed} (saved, now): "
+                      f"the result will differ from an uninterrupted run", stacklevel=3)
+    return History(ckpt.get("history")), start
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+def evaluate(model, data, loss_fn=None, batch_size=256, *, progress=False, desc="evaluate"):
+    """Run ``model`` over ``data`` in order (eval mode, no gradients) and return a dict: "loss"
+    and every log of ``loss_fn`` averaged over the samples, and every output concatenated
+    over the batches (for the CIFAR-10 case study: "accuracy", "probabilities",
+    "predictions", "labels" …). The device is the model's."""
+    logs, outputs = _evaluate(model, data, loss_fn, progress, desc, batch_size)
+    return {**logs, **outputs}
+
+
+def _evaluate(model, data, loss_fn, progress, desc, batch_size=256):
+    loader = as_loader(data, batch_size, shuffle=False)
+    if len(loader) == 0:
+        raise ValueError(f"evaluate: the data is empty ({loader!r})")
+    loss_fn = _default_loss(model, loss_fn, "evaluate")
     params = model.parameters()
     device = params[0].device if params else "cpu"
     was_training = getattr(model, "training", False)
     model.eval()
-    n = len(data["labels"])
-    if n == 0:
-        raise ValueError("evaluate: the data is empty")
-    sums, probs, super_probs = {}, [], []
-    with no_grad():
-        R = F.l2_penalty(model) if lam > 0 else None
-        for start in range(0, n, batch_size):
-            idx = np.arange(start, min(start + batch_size, n))
-            batch = _batch(data, idx, device)
-            outputs = _outputs(model, batch)
-            total, parts = _objective(model, outputs, batch, lam, task_weights, R=R)
-            B = len(idx)
-            sums["loss"] = sums.get("loss", 0.0) + total.item() * B
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value.item()) * B
-            probs.append(backend.to_numpy(F.softmax(outputs[0], axis=-1).data))
-            if outputs[1] is not None:
-                super_probs.append(backend.to_numpy(F.softmax(outputs[1], axis=-1).data))
-    model.train(was_training)
-    labels = data["labels"].astype(np.int64)
-    P = np.concatenate(probs)
-    result = {"loss": sums["loss"] / n, "class_loss": sums["class"] / n,
-              "predictions": P.argmax(axis=1).astype(np.int64),
-              "probabilities": P, "labels": labels}
-    result["accuracy"] = float((result["predictions"] == labels).mean())
-    if super_probs:
-        S = np.concatenate(super_probs)
-        result.update(super_loss=sums["super"] / n, super_probabilities=S,
-                      super_predictions=S.argmax(axis=1).astype(np.int64))
-        if "superlabels" in data:
-            result["superlabels"] = data["superlabels"].astype(np.int64)
-            result["super_accuracy"] = float((result["super_predictions"]
-                                              == result["superlabels"]).mean())
-    if "reg" in sums:
-        result["reg_loss"] = sums["reg"] / n
-    return result
+    try:
+        with no_grad():
+            logs, outputs = _run_epoch(model, loader, loss_fn, device,
+                                       _progress(len(loader), desc, progress))
+    finally:
+        model.train(was_training)
+    clash = sorted(set(logs) & set(outputs))
+    if clash:
+        raise ValueError(f"evaluate: {clash} are both logs and outputs of the loss function")
+    return logs, outputs
 
 
-__all__ = ["fit", "evaluate", "History", "as_dataset", "caption_dataset", "epoch_permutation",
-           "save_checkpoint", "write_json"]
+__all__ = ["fit", "evaluate", "History", "Callback", "PrintEpochs", "NonFiniteLossError",
+           "as_loader", "save_checkpoint", "load_checkpoint", "restore"]

@@ -1,5 +1,6 @@
-"""Training (minimm.train), plots (minimm.plot) and the `train` / `evaluate` commands, on tiny
-synthetic data and a tiny CIFAR-format archive built in tmp_path."""
+"""Training (minimm.train: fit, evaluate, Callback, checkpoints), the CIFAR-10 case study
+(minimm.experiments.cifar10), plots (minimm.plot) and the `train` / `evaluate` commands, on
+tiny synthetic data and a tiny CIFAR-format archive built in tmp_path."""
 import json
 import os
 import sys
@@ -12,7 +13,9 @@ from minimm import optim, plot
 from minimm.__main__ import main
 from minimm.data import caption_vocabulary
 from minimm.models import MultiModalModel
-from minimm.train import History, as_dataset, caption_dataset, epoch_permutation, evaluate, fit
+from minimm.data.loader import Loader, epoch_permutation
+from minimm.experiments.cifar10 import Objective, as_dataset, caption_dataset
+from minimm.train import Callback, History, NonFiniteLossError, evaluate, fit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cifar_fixture import write_cifar_archive  # noqa: E402
@@ -39,14 +42,14 @@ def test_fit_learns_a_separable_task(device):
     # every caption names its class: the text model must learn the words -> classes table
     labels = np.random.default_rng(0).integers(0, 10, 80)
     data = caption_dataset(None, labels, 0, max_len=8, p_true=1.0, p_wrong=0.0)
-    del data["images"]
+    assert "images" not in data
     model = small_model("text", multitask=False)
     history = fit(model, data, data, epochs=12, batch_size=16, device=device, progress=False,
-                  optimizer=optim.Adam(model.parameters(), lr=3e-2))
+                  optimizer=optim.Adam(model.parameters(), lr=3e-2), loss_fn=Objective())
     h = history.history
     assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time",
                       "train_time"}
-    assert len(history) == 12 and history.epoch == list(range(12))
+    assert len(history) == 12 and history.epoch == list(range(1, 13))     # as the bar counts
     assert h["loss"][-1] < 0.2 * h["loss"][0], h["loss"]
     assert h["val_accuracy"][-1] >= 0.95, h["val_accuracy"]
     assert all(0 < t <= e for t, e in zip(h["train_time"], h["epoch_time"]))
@@ -56,8 +59,8 @@ def test_fit_learns_a_separable_task(device):
 def test_multitask_history_parts_add_up(device):
     data = tiny_data(16)
     model = small_model("text", multitask=True)
-    history = fit(model, data, data, epochs=2, batch_size=8, lam=1e-3, device=device,
-                  progress=False, task_weights={"super": 0.5})
+    history = fit(model, data, data, epochs=2, batch_size=8, device=device, progress=False,
+                  loss_fn=Objective(lam=1e-3, task_weights={"super": 0.5}))
     h = history.history
     for key in ("class_loss", "super_loss", "super_accuracy", "reg_loss"):
         assert key in h and "val_" + key in h
@@ -80,8 +83,8 @@ def test_resume_is_bit_identical_to_uninterrupted(device, tmp_path):
     def run(epochs, **kw):
         model = small_model("multimodal", multitask=True)
         opt = optim.Adam(model.parameters(), lr=1e-2)
-        history = fit(model, data, val, epochs=epochs, batch_size=8, optimizer=opt, lam=1e-4,
-                      device=device, progress=False, seed=7, **kw)
+        history = fit(model, data, val, epochs=epochs, batch_size=8, optimizer=opt,
+                      loss_fn=Objective(lam=1e-4), device=device, progress=False, seed=7, **kw)
         return model, history
 
     run(1, checkpoint_path=ckpt)                              # interrupted after epoch 1 …
@@ -106,7 +109,8 @@ def test_resume_without_checkpoint_warns_and_starts(device, tmp_path):
     data = tiny_data(8)
     with pytest.warns(UserWarning, match="no checkpoint at"):
         h = fit(small_model("text"), data, epochs=1, batch_size=8, device=device,
-                progress=False, checkpoint_path=str(tmp_path / "none.npz"), resume=True)
+                progress=False, checkpoint_path=str(tmp_path / "none.npz"), resume=True,
+                loss_fn=Objective())
     assert len(h) == 1 and os.path.exists(tmp_path / "none.npz")
 
 
@@ -115,18 +119,18 @@ def test_callbacks_can_stop_training(device):
 
     def stop_after_two(epoch, logs, model):
         seen.append((epoch, sorted(logs)))
-        return epoch == 1
+        return epoch == 2
 
     h = fit(small_model("text", False), tiny_data(8), epochs=5, batch_size=4, device=device,
-            progress=False, callbacks=[stop_after_two])
-    assert len(h) == 2 and [e for e, _ in seen] == [0, 1]
+            progress=False, callbacks=[stop_after_two], loss_fn=Objective())
+    assert len(h) == 2 and [e for e, _ in seen] == [1, 2]                 # epochs count from 1
     assert "loss" in seen[0][1] and "epoch_time" in seen[0][1]
 
 
 def test_evaluate_outputs(device):
     data = tiny_data(10)
     model = small_model("multimodal", multitask=True).to(device)
-    result = evaluate(model, data, batch_size=4)
+    result = evaluate(model, data, Objective(), batch_size=4)
     P = result["probabilities"]
     assert P.shape == (10, 10) and P.dtype == np.float32
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-5)
@@ -141,7 +145,7 @@ def test_evaluate_outputs(device):
     assert result["loss"] == pytest.approx(ce + ce_super, rel=1e-4)
     assert result["super_accuracy"] == np.mean(S.argmax(axis=1) == data["superlabels"])
     # batch size does not change the answer
-    again = evaluate(model, data, batch_size=3)
+    again = evaluate(model, data, Objective(), batch_size=3)
     np.testing.assert_allclose(again["probabilities"], P, rtol=1e-5, atol=1e-6)
 
 
@@ -150,22 +154,347 @@ def test_data_formats_and_errors(device):
     as_tuple = (data["images"], data["ids"], data["lengths"], data["labels"])
     assert sorted(as_dataset(as_tuple)) == ["ids", "images", "labels", "lengths"]
     model = small_model("image", multitask=False)
-    h = fit(model, as_tuple, epochs=1, batch_size=4, device=device, progress=False)
+    h = fit(model, as_dataset(as_tuple), epochs=1, batch_size=4, device=device, progress=False,
+            loss_fn=Objective())
     assert len(h) == 1
-    with pytest.raises(ValueError, match=r"fit: data arrays must share their first dimension, "
-                                         r"got images \(6, 3, 32, 32\), .*labels \(5,\)"):
-        fit(model, {**data, "labels": data["labels"][:5]}, epochs=1, progress=False)
-    with pytest.raises(ValueError, match="fit: the data has no 'labels'"):
-        fit(model, {"images": data["images"]}, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"Loader: data arrays must share their first "
+                                         r"dimension, got images \(6, 3, 32, 32\), .*labels \(5,\)"):
+        fit(model, {**data, "labels": data["labels"][:5]}, epochs=1, progress=False,
+            loss_fn=Objective())
+    with pytest.raises(ValueError, match="cifar10.Objective: the batch has no 'labels'"):
+        fit(model, {"images": data["images"]}, epochs=1, progress=False, loss_fn=Objective())
+    with pytest.raises(ValueError, match="the data has no 'labels'"):
+        as_dataset({"images": data["images"]})
     with pytest.raises(ValueError, match=r"unknown data keys \['captions'\]"):
         as_dataset({**data, "captions": data["labels"]})
-    with pytest.raises(ValueError, match="fit/evaluate: the model has a superclass head but "
-                                         "the data has no 'superlabels'"):
-        fit(small_model("text", True), data, epochs=1, device=device, progress=False)
+    with pytest.raises(ValueError, match="cifar10.Objective: the model has a superclass head "
+                                         "but the data has no 'superlabels'"):
+        fit(small_model("text", True), data, epochs=1, device=device, progress=False,
+            loss_fn=Objective())
     with pytest.raises(ValueError, match="fit: resume=True needs a checkpoint_path"):
-        fit(model, data, resume=True, progress=False)
-    with pytest.raises(ValueError, match="fit: lam must be >= 0"):
-        fit(model, data, lam=-1.0, progress=False)
+        fit(model, data, resume=True, progress=False, loss_fn=Objective())
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="cifar10.Objective: lam must be a finite number"):
+            Objective(lam=bad)
+    with pytest.raises(TypeError, match="MultiModalModel has no loss\\(batch\\) method; pass "
+                                        "loss_fn"):
+        fit(model, data, progress=False)
+
+
+# -- the generic loop: any model, any batch keys, the three forms of the loss contract ----------
+class Regression(mm.nn.Module):
+    """y ≈ x·w: a model with its own batch keys and its own loss(batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = mm.nn.Parameter(np.zeros((3, 1), np.float32))
+
+    def forward(self, features):
+        return mm.tensor(features) @ self.w
+
+    def loss(self, batch):
+        err = self(batch["features"]) - mm.tensor(batch["target"][:, None])
+        mse = (err * err).mean()
+        return mse, {"mae": float(np.abs(err.numpy()).mean())}, {"residual": err.data[:, 0]}
+
+
+def regression_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, 3)).astype(np.float32)
+    return {"features": features,
+            "target": (features @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)}
+
+
+def test_fit_trains_any_model_through_model_loss(device):
+    data, val = regression_data(40), regression_data(12, seed=1)
+    model = Regression()
+    history = fit(model, data, val, epochs=30, batch_size=8, device=device, progress=False,
+                  optimizer=optim.Adam(model.parameters(), lr=0.1))
+    h = history.history
+    assert list(h) == ["loss", "mae", "val_loss", "val_mae", "epoch_time", "train_time"]
+    assert h["loss"][-1] < 1e-2 * h["loss"][0] and h["val_mae"][-1] < 0.1
+    result = evaluate(model, val, batch_size=5)                    # outputs, in data order
+    want = mm.to_numpy(model(mm.tensor(val["features"], device=device)).data)[:, 0] \
+        - val["target"]
+    np.testing.assert_allclose(result["residual"], want, rtol=1e-5, atol=1e-6)
+    assert result["loss"] == pytest.approx(float((want.astype(np.float64) ** 2).mean()),
+                                           rel=1e-4)
+    assert result["mae"] == pytest.approx(float(np.abs(want).mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("form", ["loss", "loss_logs", "loss_logs_outputs"])
+def test_the_three_forms_of_the_loss_contract(device, form):
+    def loss_fn(model, batch):
+        mse, logs, outputs = model.loss(batch)
+        logs["mae"] = mm.tensor(logs["mae"], device=device)       # a 0-d Tensor log
+        return {"loss": mse, "loss_logs": (mse, logs),
+                "loss_logs_outputs": (mse, logs, outputs)}[form]
+
+    model = Regression()
+    h = fit(model, regression_data(16), epochs=1, batch_size=5, device=device, progress=False,
+            loss_fn=loss_fn).history
+    result = evaluate(model, regression_data(7), loss_fn, batch_size=3)
+    assert set(h) == {"loss", "epoch_time", "train_time"} | ({"mae"} if form != "loss" else set())
+    assert ("residual" in result) == (form == "loss_logs_outputs")
+    if form == "loss_logs_outputs":
+        assert result["residual"].shape == (7,)
+    # the epoch mean is weighted by batch size (batches of 3, 3, 1), written out
+    losses = [float(model.loss({k: v[i:i + 3] for k, v in regression_data(7).items()})[0].item())
+              for i in (0, 3, 6)]
+    assert result["loss"] == pytest.approx((3 * losses[0] + 3 * losses[1] + losses[2]) / 7,
+                                           rel=1e-6)
+
+
+def test_loss_fn_misuse_is_named(device):
+    model = Regression()
+    data = regression_data(4)
+    with pytest.raises(TypeError, match="loss_fn must return a scalar Tensor as the loss"):
+        fit(model, data, epochs=1, progress=False, loss_fn=lambda m, b: 1.0)
+    with pytest.raises(TypeError, match=r"scalar Tensor.*\(4, 1\)"):
+        fit(model, data, epochs=1, progress=False,
+            loss_fn=lambda m, b: m(b["features"]) * 1.0)
+    with pytest.raises(TypeError, match="got a tuple of 4"):
+        fit(model, data, epochs=1, progress=False,
+            loss_fn=lambda m, b: (m.loss(b)[0], {}, {}, {}))
+    with pytest.raises(ValueError, match=r"evaluate: \['residual'\] are both logs and outputs"):
+        evaluate(model, data, lambda m, b: (m.loss(b)[0], {"residual": 0.0}, m.loss(b)[2]))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="fit: epochs must be a non-negative integer"):
+            fit(model, data, epochs=bad, progress=False)
+
+
+@pytest.mark.parametrize("data", [
+    {"features": np.zeros((0, 3), np.float32), "target": np.zeros(0, np.float32)},
+    Loader(regression_data(3), batch_size=4, drop_last=True),             # 0 full batches
+    Loader(regression_data(1), batch_size=4, shard=(1, 2)),               # an empty shard
+], ids=["no-rows", "drop-last", "empty-shard"])
+def test_an_empty_training_set_raises_and_writes_nothing(device, tmp_path, data):
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(ValueError, match="fit: the training data gives no batch .* an empty "
+                                         "training set would train nothing"):
+        fit(Regression(), data, epochs=2, device=device, progress=False, checkpoint_path=ckpt)
+    assert os.listdir(tmp_path) == []
+    if isinstance(data, dict):
+        with pytest.raises(ValueError, match="evaluate: the data is empty"):
+            evaluate(Regression(), data)
+
+
+# -- a non-finite loss stops fit before the optimiser step; the last checkpoint stays ----------
+class Poison:
+    """A loss function that turns the loss of global batch ``at`` (0, 1, …) into ``value``."""
+
+    def __init__(self, at, value):
+        self.at, self.value, self.calls = at, value, 0
+
+    def __call__(self, model, batch):
+        loss, logs, outputs = model.loss(batch)
+        if self.calls == self.at:
+            loss = loss * self.value
+        self.calls += 1
+        return loss, logs, outputs
+
+
+class Recorder(Callback):
+    """The parameters after every step, the steps backward was seen for, and the
+    checkpoint's bytes after every epoch."""
+
+    def __init__(self, ckpt=None):
+        self.ckpt, self.after_step, self.backward_steps, self.saved = ckpt, [], [], {}
+
+    def on_after_backward(self, model, step):
+        assert all(p.grad is not None for p in model.parameters())
+        self.backward_steps.append(step)
+
+    def on_batch_end(self, step, logs, model):
+        self.after_step.append({k: v.copy() for k, v in model.state_dict().items()})
+
+    def on_epoch_end(self, epoch, logs, model):
+        if self.ckpt is not None:
+            self.saved[epoch] = open(self.ckpt, "rb").read()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("epoch,batch,value", [(1, 1, float("nan")), (1, 2, float("inf")),
+                                               (1, 5, float("nan")), (2, 1, float("-inf")),
+                                               (3, 3, float("nan"))])
+def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(device, tmp_path, epoch,
+                                                                        batch, value):
+    ckpt = str(tmp_path / "ckpt.npz")
+    model, rec = Regression(), Recorder(ckpt)
+    steps = 5                                                     # 40 rows, batches of 8
+    at = (epoch - 1) * steps + batch - 1
+    with pytest.raises(NonFiniteLossError, match=rf"fit: the loss is {value} at epoch {epoch}, "
+                                                 rf"batch {batch} of {steps}; stopped before the "
+                                                 rf"optimiser step"):
+        fit(model, regression_data(40), epochs=4, batch_size=8, device=device, progress=False,
+            loss_fn=Poison(at, value), checkpoint_path=ckpt, callbacks=[rec],
+            optimizer=optim.SGD(model.parameters(), lr=0.05))
+    assert rec.backward_steps == list(range(at))     # on_after_backward never saw the bad batch
+    # the optimiser step was not taken: the parameters are those after the last good step
+    state = {k: mm.to_numpy(v) for k, v in model.state_dict().items()}
+    last = rec.after_step[-1] if rec.after_step else {"w": np.zeros((3, 1), np.float32)}
+    assert all(np.array_equal(state[k], mm.to_numpy(last[k])) for k in state)
+    assert all(np.isfinite(v).all() for v in state.values())
+    if epoch == 1:
+        assert not os.path.exists(ckpt)                   # nothing was ever good enough to save
+    else:                                                 # the last good epoch, byte for byte
+        assert open(ckpt, "rb").read() == rec.saved[epoch - 1]
+        assert mm.load(ckpt)["epoch"] == epoch - 1
+    assert [f for f in os.listdir(tmp_path) if f != "ckpt.npz"] == []
+
+
+def test_non_finite_loss_after_resume_names_the_checkpoint_it_kept(device, tmp_path):
+    ckpt = str(tmp_path / "ckpt.npz")
+    data = regression_data(24)
+    model = Regression()
+    fit(model, data, epochs=2, batch_size=8, device=device, progress=False, checkpoint_path=ckpt)
+    good = open(ckpt, "rb").read()
+    for at, where in ((0, "epoch 3, batch 1 of 3"), (4, "epoch 4, batch 2 of 3")):
+        # resumed at epoch 3: global batch 0 of this run is epoch 3's first
+        with pytest.raises(NonFiniteLossError, match=rf"{where}; stopped before the optimiser "
+                                                     rf"step; {ckpt} still holds epoch"):
+            fit(Regression(), data, epochs=5, batch_size=8, device=device, progress=False,
+                checkpoint_path=ckpt, resume=True, loss_fn=Poison(at, float("nan")))
+        if at == 0:
+            assert open(ckpt, "rb").read() == good
+    assert mm.load(ckpt)["epoch"] == 3                 # epoch 3 was good in the second case
+    resumed = fit(Regression(), data, epochs=5, batch_size=8, device=device, progress=False,
+                  checkpoint_path=ckpt, resume=True)           # and it goes on from there
+    assert len(resumed) == 5
+
+
+def test_parameters_that_turn_non_finite_are_never_checkpointed(device, tmp_path):
+    class Explode(Callback):             # a finite loss, then an inf gradient at one step
+        def on_after_backward(self, model, step):
+            if step == 5:
+                model.w.grad.data[...] = np.inf
+
+    ckpt = str(tmp_path / "ckpt.npz")
+    rec = Recorder(ckpt)
+    model = Regression()
+    with pytest.raises(NonFiniteLossError, match=r"fit: after epoch 2 the parameters \['w'\] "
+                                                 r"hold nan or inf, though every loss was "
+                                                 r"finite; stopped before checkpointing; .* "
+                                                 r"still holds epoch 1"):
+        fit(model, regression_data(24), epochs=3, batch_size=8, device=device, progress=False,
+            checkpoint_path=ckpt, callbacks=[Explode(), rec],
+            optimizer=optim.SGD(model.parameters(), lr=0.1))
+    assert open(ckpt, "rb").read() == rec.saved[1]
+
+
+# -- callbacks, one read per step, epoch numbers ------------------------------------------------
+def test_callback_hooks_order_and_step_numbers(device, tmp_path):
+    events = []
+
+    class Log(Callback):
+        def on_train_begin(self, model, optimizer):
+            events.append(("begin", type(optimizer).__name__))
+
+        def on_after_backward(self, model, step):
+            events.append(("backward", step))
+
+        def on_batch_end(self, step, logs, model):
+            assert set(logs) == {"loss", "mae"} and isinstance(logs["loss"], float)
+            events.append(("batch", step))
+
+        def on_epoch_end(self, epoch, logs, model):
+            events.append(("epoch", epoch))
+
+        def on_train_end(self, history, model):
+            events.append(("end", len(history)))
+
+    ckpt = str(tmp_path / "c.npz")
+    fit(Regression(), regression_data(10), epochs=2, batch_size=4, device=device,
+        progress=False, callbacks=[Log()], checkpoint_path=ckpt)
+    assert events == [("begin", "Adam"),
+                      ("backward", 0), ("batch", 0), ("backward", 1), ("batch", 1),
+                      ("backward", 2), ("batch", 2), ("epoch", 1),
+                      ("backward", 3), ("batch", 3), ("backward", 4), ("batch", 4),
+                      ("backward", 5), ("batch", 5), ("epoch", 2), ("end", 2)]
+    events.clear()                                          # a resumed run continues the count
+    fit(Regression(), regression_data(10), epochs=3, batch_size=4, device=device,
+        progress=False, callbacks=[Log()], checkpoint_path=ckpt, resume=True)
+    assert [e for e in events if e[0] in ("backward", "epoch")] == [
+        ("backward", 6), ("backward", 7), ("backward", 8), ("epoch", 3)]
+
+
+def test_one_read_from_the_device_per_step(device, monkeypatch):
+    import minimm.train as train_module
+    reads = []
+    real = train_module._read
+    monkeypatch.setattr(train_module, "_read", lambda loss, logs: reads.append(1) or
+                        real(loss, logs))
+
+    def no_item(self):
+        raise AssertionError("fit read a value with .item() (a GPU synchronisation)")
+    monkeypatch.setattr(mm.Tensor, "item", no_item)
+    train = Loader(regression_data(20), batch_size=4)          # built before counting
+    to_numpy_calls = []
+    real_to_numpy = mm.backend.to_numpy
+    monkeypatch.setattr(mm.backend, "to_numpy", lambda a: to_numpy_calls.append(1) or
+                        real_to_numpy(a))
+
+    def loss_fn(model, batch):        # a loss and three device-side logs
+        err = model(batch["features"]) - mm.tensor(batch["target"][:, None], device=device)
+        mse = (err * err).mean()
+        return mse, {"a": mse * 2.0, "b": err.mean(), "c": (err.data > 0).mean()}
+
+    model = Regression()
+    fit(model, train, epochs=2, device=device, progress=False, loss_fn=loss_fn)
+    assert len(reads) == 10                                     # 2 epochs of 5 steps
+    # one copy per step (the loss and its logs together) and one per epoch (the parameter check)
+    assert len(to_numpy_calls) == 10 + 2
+
+
+def test_non_finite_loss_in_a_log_only_is_kept(device):
+    # a log is a measurement, not the loss: only the loss decides whether to stop
+    h = fit(Regression(), regression_data(8), epochs=1, batch_size=4, device=device,
+            progress=False, loss_fn=lambda m, b: (m.loss(b)[0], {"ratio": float("inf")}))
+    assert h.history["ratio"] == [float("inf")]
+
+
+def test_resume_with_a_random_transform_is_bit_identical(device, tmp_path):
+    def jitter(batch, rng):          # augmentation: noise drawn from (seed, epoch, batch)
+        return {**batch, "features": batch["features"]
+                + 0.1 * rng.standard_normal(batch["features"].shape).astype(np.float32)}
+
+    def run(epochs, **kw):
+        model = Regression()
+        loader = Loader(regression_data(20), batch_size=6, seed=4, transform=jitter)
+        fit(model, loader, epochs=epochs, device=device, progress=False,
+            optimizer=optim.Adam(model.parameters(), lr=0.05), **kw)
+        return mm.to_numpy(model.w.data)
+
+    ckpt = str(tmp_path / "c.npz")
+    run(2, checkpoint_path=ckpt)
+    resumed = run(4, checkpoint_path=ckpt, resume=True)
+    straight = run(4)
+    np.testing.assert_array_equal(resumed, straight)
+    assert mm.load(ckpt)["fit"] == {"seed": 4, "batch_size": 6}          # the loader's own
+    unjittered = Regression()
+    fit(unjittered, Loader(regression_data(20), batch_size=6, seed=4), epochs=4, device=device,
+        progress=False, optimizer=optim.Adam(unjittered.parameters(), lr=0.05))
+    assert not np.array_equal(mm.to_numpy(unjittered.w.data), straight)  # the noise mattered
+
+
+def test_resume_refuses_another_model_and_too_few_epochs(device, tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    data = tiny_data(8)
+    fit(small_model("text", False), data, epochs=2, batch_size=4, device=device,
+        progress=False, checkpoint_path=ckpt, loss_fn=Objective())
+    for other, why in ((small_model("multimodal", False), r"'mode': \('text', 'multimodal'\)"),
+                       (small_model("text", True), r"'num_superclasses': \(0, 2\)")):
+        with pytest.raises(mm.UsageError, match=rf"fit: cannot resume: {ckpt} holds another "
+                                                rf"model than MultiModalModel.*{why}"):
+            fit(other, data, epochs=3, device=device, progress=False, checkpoint_path=ckpt,
+                resume=True, loss_fn=Objective())
+    with pytest.raises(mm.UsageError, match=r"has done 2 epochs, more than epochs=1"):
+        fit(small_model("text", False), data, epochs=1, device=device, progress=False,
+            checkpoint_path=ckpt, resume=True, loss_fn=Objective())
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip file")
+    with pytest.raises(mm.UsageError, match="cannot read the checkpoint .*bad.npz"):
+        fit(small_model("text", False), data, epochs=3, device=device, progress=False,
+            checkpoint_path=str(tmp_path / "bad.npz"), resume=True, loss_fn=Objective())
 
 
 def test_history_json_round_trip(device, tmp_path):
@@ -174,9 +503,9 @@ def test_history_json_round_trip(device, tmp_path):
     h.append({"loss": 1.5, "accuracy": 0.5})
     h.to_json(tmp_path / "h.json")
     assert json.loads((tmp_path / "h.json").read_text()) == {
-        "epoch": [0, 1], "loss": [2.0, 1.5], "accuracy": [0.25, 0.5]}
+        "epoch": [1, 2], "loss": [2.0, 1.5], "accuracy": [0.25, 0.5]}
     again = History(h.state_dict())
-    assert again.history == h.history and again.epoch == [0, 1]
+    assert again.history == h.history and again.epoch == [1, 2]
     assert os.listdir(tmp_path) == ["h.json"]                 # no temporary file left
 
 
@@ -217,14 +546,16 @@ def test_cli_train_quick_then_evaluate(device, archive, tmp_path, capsys):
     assert code == 0
     captured = capsys.readouterr()
     assert "epoch 1/1" in captured.err and "batch" in captured.err          # the tqdm bar
+    assert "epoch 1/1 val" in captured.err                   # the evaluation has its own bar
     assert "test accuracy" in captured.out
     files = sorted(os.listdir(out))
-    assert {"history.json", "metrics.json", "model.npz", "accuracy.png",
+    assert {"history.json", "metrics.json", "model.npz", "accuracy.png", "loss.png",
             "confusion.png"} <= set(files)
     assert not [f for f in files if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     history = json.loads((out / "history.json").read_text())
     assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time"} <= set(history)
-    assert history["epoch"] == [0]                                            # --quick: 1 epoch
+    assert history["epoch"] == [1]                         # --quick: 1 epoch, counted as shown
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_accuracy", "task_accuracy", "macro_f1", "macro_auc", "model", "epochs",
                 "train_samples", "seconds", "confusion_matrix"):
@@ -239,7 +570,7 @@ def test_cli_train_quick_then_evaluate(device, archive, tmp_path, capsys):
     assert ckpt["config"]["caption_seed"] == 0 and ckpt["config"]["test_samples"] == 40
 
     code = main(["evaluate", "--checkpoint", str(out / "model.npz"), "--data", archive,
-                 "--device", device])
+                 "--device", device, "--json"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["test_accuracy"] == metrics["test_accuracy"]
@@ -257,19 +588,21 @@ def test_cli_multitask_resume_and_limits(device, archive, tmp_path, capsys):
     err = capsys.readouterr().err          # no bar: one line per epoch instead
     assert "epoch 1/1 loss " in err and "epoch 2/2 loss " in err and "val_accuracy" in err
     history = json.loads((out / "history.json").read_text())
-    assert history["epoch"] == [0, 1] and "val_super_accuracy" in history
+    assert history["epoch"] == [1, 2] and "val_super_accuracy" in history
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["superclass_source"] == "super_head" and metrics["epochs"] == 2
     assert metrics["train_samples"] == 48 and metrics["test_samples"] == 20
     assert mm.load(out / "model.npz")["epoch"] == 2
     capsys.readouterr()
-    evaluated = main(["evaluate", "--checkpoint", str(out / "model.npz"), "--data", archive])
+    evaluated = main(["evaluate", "--checkpoint", str(out / "model.npz"), "--data", archive,
+                      "--json"])
     assert evaluated == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_cli_errors_and_missing_matplotlib(device, archive, tmp_path, capsys, monkeypatch):
-    assert main(["train", "--out", str(tmp_path / "x"), "--device", device]) == 2
+    assert main(["train", "--out", str(tmp_path / "x"), "--device", device,
+                 "--cache-dir", str(tmp_path / "empty-cache")]) == 2
     err = capsys.readouterr().err
     assert "no CIFAR-10 data given: pass --data PATH" in err and "--download" in err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz"), "--data",

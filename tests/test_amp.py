@@ -5,7 +5,7 @@ import pytest
 import minimm as mm
 from minimm import amp, nn, optim
 from minimm import functional as F
-from minimm.__main__ import spiral_data
+from minimm.data.spiral import spiral_data
 from minimm.models import MultiModalModel
 
 

@@ -5,10 +5,13 @@ in-memory "MPI"); the real thing runs under ``mpiexec -n 2`` in a subprocess, bo
 timeout. That test skips, with the reason, only where mpi4py or mpiexec is missing — and
 fails instead under CI (env CI set), where .ci/run installs them.
 """
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +19,8 @@ import pytest
 import minimm as mm
 from minimm import distributed, nn, optim
 from minimm import functional as F
+from minimm.__main__ import main as cli_main
+from minimm.train import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,6 +181,7 @@ def mpi_or_skip():
 
 
 def run_mpi(args, timeout=180):
+    """Run ``python ARGS`` on 2 MPI ranks (this checkout's minimm, one BLAS thread each)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(mpi_or_skip() + [sys.executable] + args, capture_output=True,
@@ -184,61 +190,93 @@ def run_mpi(args, timeout=180):
     return proc
 
 
-WORKER = r"""
-import sys
-import numpy as np
-import minimm as mm
-from minimm import distributed, nn, optim, functional as F
+def test_two_mpi_ranks_take_the_steps_of_one_process_with_the_double_batch(tmp_path):
+    """``mpiexec -n 2 python -m minimm.distributed``: fit over 2 ranks × batch 3 for 2 epochs
+    (19 samples: rank 1 has a batch fewer, so the weight-0 catch-up step runs too) against one
+    process × batch 6, in float64; then the 2-rank checkpoint resumes in one process."""
+    out = tmp_path / "run"
+    proc = run_mpi(["-m", "minimm.distributed", "--batch-size", "3", "--epochs", "2",
+                    "--out", str(out)])
+    assert proc.stdout.count("OK, float64") == 1                    # rank 0 alone reports
+    assert sorted(os.listdir(out)) == ["model.npz", "selfcheck.json"]   # and alone writes
+    result = json.loads((out / "selfcheck.json").read_text())
+    assert result["world_size"] == 2 and result["steps"] == 8
+    assert result["gradient_all_reduces"] == 8                      # one per step
+    assert result["max_relative_difference"] <= 1e-6
 
+    # the 2-rank checkpoint, resumed in one process with the global batch, continues exactly
+    # as one process trained from the start
+    model, data, loss_fn = distributed.selfcheck_problem(0)
+    ckpt = tmp_path / "resumed.npz"
+    shutil.copyfile(out / "model.npz", ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # no "changed settings"
+        fit(model, data, epochs=3, optimizer=optim.Adam(model.parameters(), lr=0.05),
+            loss_fn=loss_fn, batch_size=6, checkpoint_path=ckpt, resume=True, progress=False)
+    reference, _, _ = distributed.selfcheck_problem(0)
+    fit(reference, data, epochs=3, optimizer=optim.Adam(reference.parameters(), lr=0.05),
+        loss_fn=loss_fn, batch_size=6, progress=False)
+    assert mm.load(ckpt)["epoch"] == 3
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert p.dtype == np.float64
+        assert np.linalg.norm(p.numpy() - q.numpy()) <= 1e-6 * np.linalg.norm(q.numpy())
+
+
+def test_train_command_runs_on_two_ranks_and_resumes_in_one_process(tmp_path):
+    from cifar_fixture import write_cifar_archive
+
+    archive = tmp_path / "tiny.tar.gz"
+    write_cifar_archive(archive, n_train_per_batch=7, n_test=12, signal=60)   # 35 images
+    common = ["-m", "minimm", "train", "--data", str(archive), "--model", "image",
+              "--no-progress", "--epochs", "1"]
+    two = tmp_path / "two"
+    proc = run_mpi(common + ["--distributed", "--batch-size", "4", "--out", str(two)])
+    assert proc.stdout.count("train: image model") == 1 and "per rank × 2 ranks" in proc.stdout
+    assert {"model.npz", "metrics.json", "history.json"} <= set(os.listdir(two))
+    one = tmp_path / "one"
+    assert cli_main(common[2:] + ["--batch-size", "8", "--out", str(one)]) == 0
+    a, b = mm.load(two / "model.npz"), mm.load(one / "model.npz")
+    assert a["fit"]["batch_size"] == 8                              # the global batch
+    for name, w in b["model"].items():                              # float32: summation order
+        assert np.linalg.norm(a["model"][name] - w) <= 1e-5 * np.linalg.norm(w), name
+    # resume the 2-rank run in one process for a second epoch
+    assert cli_main(common[2:-1] + ["2", "--batch-size", "8", "--out", str(two),
+                                    "--resume"]) == 0
+    assert mm.load(two / "model.npz")["epoch"] == 2
+
+
+def test_distributed_flag_without_mpi4py_is_one_error_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setattr(distributed, "_GROUP", None)
+    code = cli_main(["train", "--distributed", "--data", str(tmp_path / "none.tar.gz"),
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: --distributed: ")
+    assert 'pip install "minimm[distributed]"' in err
+
+
+FAILING_RANK = """
+from minimm import distributed, optim
 group = distributed.init()
-rng = np.random.default_rng(100 + group.rank)           # different inits: the broadcast fixes it
-model = nn.Sequential(nn.Linear(3, 5, rng=rng), nn.Tanh(), nn.Linear(5, 4, rng=rng))
-for p in model.parameters():
-    p.data = p.data.astype(np.float64)
-group.broadcast_parameters(model)
-opt = optim.Adam(model.parameters(), lr=0.05)
-data = np.random.default_rng(0)
-X, y = data.standard_normal((20, 3)), data.integers(0, 4, 20)
-b = int(sys.argv[2])
-order = np.random.default_rng(1).permutation(20)
-mine = distributed.shard(order, group.rank, group.world_size)
-steps = -(-len(order) // (b * group.world_size))
-for i in range(steps):
-    idx = mine[i * b:(i + 1) * b]
-    opt.zero_grad()
-    if len(idx):
-        F.cross_entropy(model(mm.tensor(X[idx])), y[idx]).backward()
-    group.all_reduce_gradients(model, weight=len(idx))
-    opt.step()
-assert group.calls == steps
-if group.is_main:
-    mm.save(model, sys.argv[1])
+model, data, loss_fn = distributed.selfcheck_problem(group.rank)
+calls = []
+
+def loss(m, batch):
+    calls.append(1)
+    if group.rank == 1 and len(calls) == 3:
+        raise ValueError("boom on rank 1")
+    return loss_fn(m, batch)
+
+distributed.fit_distributed(group, model, data, epochs=2, optimizer=optim.Adam(model.parameters()),
+                            loss_fn=loss, batch_size=3, progress=False)
 """
 
 
-def test_two_mpi_ranks_take_the_steps_of_one_process_with_the_double_batch(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    out = tmp_path / "rank0.npz"
-    run_mpi([str(script), str(out), "3"])            # per-rank batch 3: 4 steps of 6 (last: 2)
-    two_ranks = mm.load(out)
-    # one process, batch 6, same data and order, from rank 0's initial parameters
-    rng = np.random.default_rng(100)
-    model = nn.Sequential(nn.Linear(3, 5, rng=rng), nn.Tanh(), nn.Linear(5, 4, rng=rng))
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
-    start = {k: v.copy() for k, v in model.state_dict().items()}
-    opt = optim.Adam(model.parameters(), lr=0.05)
-    data = np.random.default_rng(0)
-    X, y = data.standard_normal((20, 3)), data.integers(0, 4, 20)
-    order = np.random.default_rng(1).permutation(20)
-    for i in range(4):
-        idx = order[i * 6:(i + 1) * 6]
-        opt.zero_grad()
-        F.cross_entropy(model(mm.tensor(X[idx])), y[idx]).backward()
-        opt.step()
-    for name, p in model.named_parameters():
-        got = two_ranks[name]
-        assert got.dtype == np.float64
-        assert np.linalg.norm(got - p.numpy()) <= 1e-6 * np.linalg.norm(p.numpy()), name
-        assert not np.allclose(got, start[name])     # and it moved
+def test_a_failing_rank_ends_the_job_instead_of_hanging(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_RANK)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(mpi_or_skip() + [sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "error: rank 1 of 2: ValueError: boom on rank 1" in proc.stderr

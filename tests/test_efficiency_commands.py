@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 
+from minimm import distributed
 from minimm.__main__ import build_parser
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -33,6 +34,8 @@ def parse(command):
     assert argv[0] == "python", command
     if argv[1:3] == ["-m", "minimm"]:
         return build_parser().parse_args(argv[3:])
+    if argv[1:3] == ["-m", "minimm.distributed"]:
+        return distributed.build_parser().parse_args(argv[3:])
     script = (ROOT / "chapters" / argv[1]).resolve()
     if not script.exists():
         script = ROOT / argv[1]
@@ -46,6 +49,8 @@ def test_commands_are_found():
     found = commands()
     assert any("amp_speed.py" in c for c in found) and any("allreduce_time.py" in c for c in found)
     assert any("compression_table.py" in c for c in found)
+    assert any("--distributed" in c for c in found) and any("minimm.distributed" in c
+                                                             for c in found)
 
 
 @pytest.mark.parametrize("command", commands())

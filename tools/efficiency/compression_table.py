@@ -20,7 +20,8 @@ from minimm import compress, optim
 from minimm.data import captions, cifar10
 from minimm.models import MultiModalModel
 from minimm.serialization import load
-from minimm.train import caption_dataset, evaluate, fit
+from minimm.experiments.cifar10 import Objective, caption_dataset
+from minimm.train import evaluate, fit
 
 
 def build_parser():
@@ -62,7 +63,7 @@ def main(argv=None):
         clone = MultiModalModel.from_config(config)
         compress.load_compressed(path, clone)                 # inference from the file
         t0 = time.perf_counter()
-        acc = evaluate(clone, test)["accuracy"]
+        acc = evaluate(clone, test, Objective())["accuracy"]
         weights = [p for _, _, p in compress.compressible(clone)]
         zeros = sum(int((p.data == 0).sum()) for p in weights) / sum(p.size for p in weights)
         rows.append({"name": name, "dtype": dtype, "sparse": sparse, "finetuned": finetuned,
@@ -81,8 +82,8 @@ def main(argv=None):
         pruning = compress.prune(model, s, previous=pruning)
         opt = pruning.attach(optim.Adam(model.parameters(), lr=args.finetune_lr))
         t0 = time.perf_counter()
-        fit(model, train, epochs=args.finetune_epochs, optimizer=opt, progress=False,
-            seed=1000 + int(s * 100))
+        fit(model, train, epochs=args.finetune_epochs, optimizer=opt, loss_fn=Objective(),
+            progress=False, seed=1000 + int(s * 100))
         spent += time.perf_counter() - t0
         record(f"prune{int(s * 100)}_finetuned", model, "float32", True, True, spent)
     record("prune90_finetuned_int8", model, "int8", True, True, spent)

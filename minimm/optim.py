@@ -15,7 +15,7 @@ NumPy and CuPy alike.
 import math
 
 from . import backend
-from .autograd import Tensor
+from .autograd import Tensor, increment_version
 
 
 def _param_list(params, op):
@@ -73,6 +73,7 @@ class Optimizer:
                                  f"{p.data.shape} but its grad has shape {g.shape}")
             xp = backend.get_array_module(p.data)
             self._update(xp, p.data, g, self.state.setdefault(i, {}))
+            increment_version(p)   # in place: a graph built before the step is now stale
 
     def _update(self, xp, theta, g, state):
         raise NotImplementedError

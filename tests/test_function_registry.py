@@ -44,6 +44,7 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "RoundSTE": "test_compress::test_round_ste_forward_rounds_and_backward_is_the_identity",
     # a dtype conversion: float64 finite differences cannot see it; its tests pin the dtypes
     "_Cast": "test_autograd::test_float64_array_operand_promotes_forward_but_not_the_leaf_gradient",
+    "_Accumulate": "test_autograd::test_accumulate_forward_gradcheck_and_gradgradcheck",
 }
 ABSTRACT = {"_Binary"}  # a base class with no forward of its own
 

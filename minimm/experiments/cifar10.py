@@ -294,17 +294,13 @@ NO_DATA_HELP = ("pass --data PATH (the official cifar-10-binary.tar.gz or its ex
 def load_data(args):
     """((x_train, y_train), (x_test, y_test)) from --data, else the cache (--cache-dir, which
     --download fills once from --url); a UsageError saying what to do if it cannot be had."""
-    where = {"root": args.cache_dir}
-    if args.url:
-        where["url"] = args.url      # load_cifar10(..., url=) comes with the download settings
     try:
         if args.data is not None:
             return cifar10.load_cifar10(path=args.data)
-        return cifar10.load_cifar10(download=args.download, **where)
+        return cifar10.load_cifar10(download=args.download, root=args.cache_dir, url=args.url)
     except (OSError, ValueError, EOFError) as e:
-        url = args.url or os.environ.get("MINIMM_CIFAR10_URL") or cifar10.URL
         cache = cifar10.cache_dir(args.cache_dir)
-        remedy = NO_DATA_HELP.format(url=url, cache=cache)
+        remedy = NO_DATA_HELP.format(url=cifar10.download_url(args.url), cache=cache)
         cached = [os.path.join(cache, n) for n in (cifar10.FOLDER_NAME, cifar10.ARCHIVE_NAME)]
         if args.data is None and not args.download and not any(map(os.path.exists, cached)):
             raise UsageError(f"no CIFAR-10 data given: {remedy}") from e

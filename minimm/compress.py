@@ -40,7 +40,7 @@ import numpy as np
 
 from . import backend, functional as F, nn
 from ._swap import replaced_parameters
-from .autograd import Function, Tensor
+from .autograd import Function, Tensor, increment_version
 from .serialization import load, save
 
 DTYPES = ("float32", "float16", "int8")
@@ -226,7 +226,9 @@ class Pruning:
 
     def apply(self):
         for name, mask in self.masks.items():
-            self.params[name].data *= mask
+            p = self.params[name]
+            p.data *= mask
+            increment_version(p)          # an in-place write: a graph built before it is stale
         return self
 
     def mask_gradients(self):

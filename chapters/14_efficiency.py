@@ -70,7 +70,8 @@ path = None if QUICK else os.environ.get("MINIMM_CIFAR10")
 if path:
     N_TRAIN, N_TEST, EPOCHS = 10_000, 2_000, 3
     (x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(path=path, download=False)
-    x_train, y_train, x_test, y_test = x_train[:N_TRAIN], y_train[:N_TRAIN], x_test[:N_TEST], y_test[:N_TEST]
+    x_train, y_train = x_train[:N_TRAIN], y_train[:N_TRAIN]
+    x_test, y_test = x_test[:N_TEST], y_test[:N_TEST]
     print(f"real CIFAR-10 from {path}: {N_TRAIN} train / {N_TEST} test images")
 else:
     N_TRAIN, N_TEST, EPOCHS = (1_500, 500, 2) if QUICK else (6_000, 1_000, 4)
@@ -208,7 +209,8 @@ g = np.array([1.0, -2.0, 0.5, 3.0])
 print("round:", compress.round_ste(u).numpy(), "| backward of g:",
       mm.grad(compress.round_ste(u), u, g).numpy(), "(= g: the identity)")
 eps = 1e-6
-print("finite differences of round:", (np.rint(u.numpy() + eps) - np.rint(u.numpy() - eps)) / (2 * eps))
+numeric = (np.rint(u.numpy() + eps) - np.rint(u.numpy() - eps)) / (2 * eps)
+print("finite differences of round:", numeric)
 try:
     mm.gradcheck(compress.round_ste, [u.numpy()])
 except mm.GradcheckError:

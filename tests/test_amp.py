@@ -124,7 +124,7 @@ def test_mixed_precision_training_follows_float32_training():
         runs[mode] = (np.array(losses), model, scales)
     l32, l16 = runs["float32"][0], runs["mixed"][0]
     assert l32[-1] < 0.6 * l32[0]                          # it learned
-    assert np.max(np.abs(l16 - l32)) < 2e-3                # and mixed precision followed (1e-4 measured)
+    assert np.max(np.abs(l16 - l32)) < 2e-3     # and mixed precision followed (1e-4 measured)
     assert all(p.dtype == np.float32 and p.grad.dtype == np.float32
                for p in runs["mixed"][1].parameters())
     assert runs["mixed"][2][-1] > 2.0 ** 10                # the scale grew on clean steps

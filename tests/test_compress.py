@@ -197,7 +197,8 @@ def test_prune_global_scope_and_ties_are_exact():
 @pytest.mark.parametrize("make_opt", [
     lambda ps: optim.Adam(ps, lr=0.05, weight_decay=0.1),
     lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1),
-    lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1)], ids=["adam", "adamw", "sgd"])
+    lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.1)],
+    ids=["adam", "adamw", "sgd"])
 def test_pruned_weights_stay_zero_through_optimiser_steps_with_momentum(rng, make_opt):
     model = _small_model(rng)
     x = mm.tensor(rng.standard_normal((4, 2, 5, 5)).astype(np.float32))

@@ -186,7 +186,8 @@ def run_mpi(args, timeout=180):
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(mpi_or_skip() + [sys.executable] + args, capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=ROOT)
-    assert proc.returncode == 0, f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, (f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n"
+                                  f"{proc.stderr}")
     return proc
 
 

@@ -6,6 +6,8 @@ gradgradcheck where it is twice differentiable) and list it.
 import importlib
 
 import minimm  # noqa: F401  (imports every layer, so every Function subclass exists)
+import minimm.amp  # noqa: F401
+import minimm.compress  # noqa: F401
 import minimm.models  # noqa: F401
 import minimm.train  # noqa: F401
 from minimm.autograd import Function
@@ -39,6 +41,7 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "_TiledGather": "test_conv::test_tiled_max_pool_matches_composed_oracle",
     "_TiledScatter": "test_conv::test_tiled_max_pool_matches_composed_oracle",
     "MaskedSoftmax": "test_attention::test_masked_softmax_grad_and_gradgrad",
+    "RoundSTE": "test_compress::test_round_ste_forward_rounds_and_backward_is_the_identity",
     # a dtype conversion: float64 finite differences cannot see it; its tests pin the dtypes
     "_Cast": "test_autograd::test_float64_array_operand_promotes_forward_but_not_the_leaf_gradient",
     "_Accumulate": "test_autograd::test_accumulate_forward_gradcheck_and_gradgradcheck",

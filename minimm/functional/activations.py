@@ -14,10 +14,9 @@ from .. import backend
 from ..autograd import Function, Tensor, as_tensor, is_grad_enabled
 from .math import exp, sum
 from .shape import broadcast_to, reshape
-from .special import erfc_array
+from .special import normal_cdf_array, normal_pdf_array
 from .utils import as_float, check_float, constant_mask, keepdims_shape, reduction_axes
 
-_SQRT_HALF = float(np.sqrt(0.5))
 _INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 _SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
 
@@ -107,16 +106,6 @@ def log_sigmoid(x):
 
 
 # -- GELU -------------------------------------------------------------------------------------
-def _normal_cdf(x64, dtype):
-    """Φ(x) = ½ erfc(−x/√2) for a float64 array, to the accuracy of ``dtype``: relative-accurate
-    in the left tail, where ½(1 + erf(x/√2)) would cancel to 0 (Φ(−10) = 7.6e-24)."""
-    return 0.5 * erfc_array(x64 * -_SQRT_HALF, dtype=dtype)
-
-
-def _as_float64(x):
-    return x.astype(np.float64, copy=False)
-
-
 class GELU(Function):
     """y = x Φ(x), Φ the standard normal CDF;  ∂y/∂x = Φ(x) + x φ(x), φ(x) = e^{−x²/2}/√(2π).
 
@@ -125,8 +114,8 @@ class GELU(Function):
     """
 
     def forward(self, x):
-        x64 = _as_float64(x)        # float64 inside, so float32 keeps its tails too
-        return (x64 * _normal_cdf(x64, x.dtype)).astype(x.dtype)
+        # in float64 (Φ is computed so anyway), rounded once to x's dtype
+        return (x.astype(np.float64) * normal_cdf_array(x)).astype(x.dtype)
 
     def backward(self, gy):
         x, = self.inputs
@@ -137,10 +126,7 @@ class GELUGrad(Function):
     """y = Φ(x) + x φ(x) (GELU's derivative);  ∂y/∂x = 2φ(x) − x² φ(x) = φ(x)(2 − x²)."""
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        x64 = _as_float64(x)
-        phi = xp.exp(x64 * x64 * -0.5) * _INV_SQRT_2PI
-        return (_normal_cdf(x64, x.dtype) + x64 * phi).astype(x.dtype)
+        return (normal_cdf_array(x) + x.astype(np.float64) * normal_pdf_array(x)).astype(x.dtype)
 
     def backward(self, gy):
         x, = self.inputs

@@ -1,19 +1,20 @@
-"""The error function erf and its complement erfc, accurate in their tails.
+"""The error function erf, its complement erfc and the normal CDF Φ, accurate in their tails.
 
-    erf x = (2/√π) ∫₀ˣ e^{−t²} dt,      erfc x = 1 − erf x
+    erf x = (2/√π) ∫₀ˣ e^{−t²} dt,    erfc x = 1 − erf x,    Φ(x) = ½ erfc(−x/√2)
 
-Both are computed in float64 by two fixed-length expansions (so they vectorise: no loop over
-elements), split at |x| = T:
+All three are computed in float64 from two fixed-length expansions (so they vectorise: no
+loop over elements), split at a = |x| = T:
 
-    |x| < T:  erf x = (2/√π) e^{−x²} Σₙ 2ⁿ x^{2n+1} / (1·3·…·(2n+1))   (positive terms, no
-              cancellation, so erf x ≈ 1.128 x stays exact near 0); erfc x = 1 − erf x ≥ 0.48;
-    |x| ≥ T:  erfc x itself, so that its tiny values keep their relative accuracy (1 − erf x
-              would cancel to 0 beyond x ≈ 6, or 4 in float32):
-              float64: the continued fraction erfc x = (e^{−x²}/√π) / (x + ½/(x + 1/(x + (3/2)/
-              (x + 2/(x + …))))), 200 levels evaluated from the tail (T = 1);
-              float32: Numerical Recipes' Chebyshev fit erfc x = t e^{−x² − 1.26551223 + t P(t)},
-              t = 1/(1 + x/2), relative error below 1.2e-7 for every x ≥ 0 (T = 0.5).
-and erf(−x) = −erf x, erfc(−x) = 2 − erfc x.
+    a < T:  erf a = (2/√π) e^{−a²} Σₙ 2ⁿ a^{2n+1} / (1·3·…·(2n+1))   (positive terms, no
+            cancellation, so erf x ≈ 1.128 x stays exact near 0), and erfc a = 1 − erf a ≥ 0.48;
+    a ≥ T:  erfc a = e^{−a²} · erfcx(a) itself, so that its tiny values keep their relative
+            accuracy (1 − erf a cancels to 0 beyond a ≈ 6, or 4 in float32), with
+            float64: erfcx(a) = 1 / (√π (a + ½/(a + 1/(a + (3/2)/(a + 2/(a + …)))))), a continued
+                     fraction of 200 levels evaluated from the tail (T = 1);
+            float32: erfcx(a) = t e^{−1.26551223 + t P(t)}, t = 1/(1 + a/2), Numerical Recipes'
+                     Chebyshev fit of erfc, relative error below 1.2e-7 for all a (T = ½);
+            and e^{−a²} with a² split exactly (a rounded a² would cost a relative a²·ε).
+Then erf(−x) = −erf x, erfc(−x) = 2 − erfc x.
 """
 import numpy as np
 
@@ -23,6 +24,8 @@ from .math import exp
 
 _TWO_OVER_SQRT_PI = float(2.0 / np.sqrt(np.pi))
 _INV_SQRT_PI = float(1.0 / np.sqrt(np.pi))
+_SQRT_HALF = float(np.sqrt(0.5))
+_INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 _NR_ERFC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
             -1.13520398, 1.48851587, -0.82215223, 0.17087277)   # Numerical Recipes, erfcc
 
@@ -36,37 +39,44 @@ def _erf_series(a, terms):
     return _TWO_OVER_SQRT_PI * backend.get_array_module(a).exp(-a * a) * total
 
 
-def _erfc_continued_fraction(a, levels=200):
-    """erfc a for a ≥ 1: (e^{−a²}/√π) / (a + ½/(a + 1/(a + …))), from the tail up."""
-    xp = backend.get_array_module(a)
+def _erfcx_continued_fraction(a, levels=200):
+    """e^{a²} erfc a for a ≥ 1: 1 / (√π (a + ½/(a + 1/(a + …)))), from the tail up."""
     frac = a
     for k in range(levels, 0, -1):
         frac = a + (k / 2.0) / frac
-    return xp.exp(-a * a) * _INV_SQRT_PI / frac
+    return _INV_SQRT_PI / frac
 
 
-def _erfc_chebyshev(a):
-    """erfc a for a ≥ 0 to a relative 1.2e-7 (float32 accuracy)."""
-    xp = backend.get_array_module(a)
+def _erfcx_chebyshev(a):
+    """e^{a²} erfc a for a ≥ 0 to a relative 1.2e-7 (float32 accuracy)."""
     t = 1.0 / (1.0 + 0.5 * a)
     poly = _NR_ERFC[-1]
     for c in reversed(_NR_ERFC[:-1]):
         poly = c + t * poly
-    return t * xp.exp(-a * a + poly)
+    return t * backend.get_array_module(a).exp(poly)
 
 
-def _erf_and_erfc_of_abs(a, float64):
-    """(erf a, erfc a) for a = |x| in float64, each accurate where it is the small one."""
+def _exp_neg_square(x, scale=1.0):
+    """e^{−scale·x²} for float64 x, to a few ulp even where x² is large: x = hi + lo with hi of
+    26 bits (Veltkamp's split), so hi² is exact and x² = hi² + lo (x + hi)."""
+    xp = backend.get_array_module(x)
+    x = xp.clip(x, -1e4, 1e4)                # beyond, e^{−x²} is 0 anyway (and ∞ stays finite)
+    c = x * 134217729.0                                     # 2^27 + 1
+    hi = c - (c - x)
+    lo = x - hi
+    return xp.exp(-scale * (hi * hi)) * xp.exp(-scale * (lo * (x + hi)))
+
+
+def _pieces(a, float64):
+    """For a = |x| (float64): the mask a < T, erf a there, and erfcx a = e^{a²} erfc a elsewhere."""
     xp = backend.get_array_module(a)
-    T, terms = (1.0, 30) if float64 else (0.5, 12)
+    T, terms = (1.0, 22) if float64 else (0.5, 12)
     small = a < T
-    erf_a, erfc_a = xp.empty_like(a), xp.empty_like(a)
-    erf_a[small] = _erf_series(a[small], terms)
-    erfc_a[small] = 1.0 - erf_a[small]
+    erf_small, erfcx_big = xp.zeros_like(a), xp.zeros_like(a)
+    erf_small[small] = _erf_series(a[small], terms)
     big = a[~small]
-    erfc_a[~small] = _erfc_continued_fraction(big) if float64 else _erfc_chebyshev(big)
-    erf_a[~small] = 1.0 - erfc_a[~small]
-    return erf_a, erfc_a
+    erfcx_big[~small] = _erfcx_continued_fraction(big) if float64 else _erfcx_chebyshev(big)
+    return small, erf_small, erfcx_big
 
 
 def _float_dtype(x):
@@ -79,19 +89,41 @@ def erf_array(x):
     float64, to a few ulp for float32."""
     xp = backend.get_array_module(x)
     dtype = _float_dtype(x)
-    x64 = x.astype(np.float64)
-    erf_a, _ = _erf_and_erfc_of_abs(abs(x64), dtype == np.float64)
-    return (xp.sign(x64) * erf_a).astype(dtype)
+    a = abs(x.astype(np.float64))
+    small, erf_small, erfcx_big = _pieces(a, dtype == np.float64)
+    erf_a = xp.where(small, erf_small, 1.0 - _exp_neg_square(a) * erfcx_big)
+    return (xp.sign(x) * erf_a).astype(dtype)
 
 
-def erfc_array(x, dtype=None):
-    """erfc on a raw float array, computed in float64 to the accuracy of ``dtype`` (default:
-    x's own) and returned in it; relative-accurate in the right tail (erfc 10 = 2.1e-45)."""
-    dtype = _float_dtype(x) if dtype is None else np.dtype(dtype)
+def erfc_array(x):
+    """erfc on a raw array, in its dtype (float32 for integers); relative-accurate in the right
+    tail (erfc 10 = 2.1e-45)."""
     xp = backend.get_array_module(x)
+    dtype = _float_dtype(x)
     x64 = x.astype(np.float64)
-    _, erfc_a = _erf_and_erfc_of_abs(abs(x64), dtype == np.float64)
+    a = abs(x64)
+    small, erf_small, erfcx_big = _pieces(a, dtype == np.float64)
+    erfc_a = xp.where(small, 1.0 - erf_small, _exp_neg_square(a) * erfcx_big)
     return xp.where(x64 >= 0, erfc_a, 2.0 - erfc_a).astype(dtype)
+
+
+def normal_cdf_array(x, dtype=None):
+    """Φ(x) = ½ erfc(−x/√2), the standard normal CDF, computed in float64 to the accuracy of
+    ``dtype`` (default: x's) and returned as float64. Relative-accurate in the left tail
+    (Φ(−10) = 7.6e-24, where ½(1 + erf(x/√2)) cancels to 0): there Φ(x) = ½ e^{−x²/2} erfcx(|x|/√2)
+    with e^{−x²/2} from x itself, not from the rounded |x|/√2."""
+    xp = backend.get_array_module(x)
+    dtype = _float_dtype(x) if dtype is None else np.dtype(dtype)
+    x64 = x.astype(np.float64)
+    small, erf_small, erfcx_big = _pieces(abs(x64) * _SQRT_HALF, dtype == np.float64)
+    half_erfc = 0.5 * _exp_neg_square(x64, 0.5) * erfcx_big     # ½ erfc(|x|/√2), a ≥ T
+    big_part = xp.where(x64 < 0, half_erfc, 1.0 - half_erfc)
+    return xp.where(small, 0.5 + 0.5 * xp.sign(x64) * erf_small, big_part)
+
+
+def normal_pdf_array(x):
+    """φ(x) = e^{−x²/2} / √(2π) in float64, relative-accurate for every x."""
+    return _exp_neg_square(x.astype(np.float64), 0.5) * _INV_SQRT_2PI
 
 
 class Erf(Function):

@@ -172,7 +172,8 @@ class Softmax(Function):
         M = x.max(axis=self.axis, keepdims=True)
         if self.allowed is not None:                     # a fully masked row has no maximum
             M = xp.where(xp.isfinite(M), M, x.dtype.type(0))
-        with np.errstate(over="ignore"):                 # x − M = −∞ is right: e^{−∞} = 0
+        # x − M = −∞ is right (e^{−∞} = 0); ∞ − ∞ = NaN for a row holding +∞, as in PyTorch
+        with np.errstate(over="ignore", invalid="ignore"):
             e = xp.exp(x - M)
         s = e.sum(axis=self.axis, keepdims=True)
         if self.allowed is not None:
@@ -217,9 +218,9 @@ def log_softmax_array(x, axis):
     if x.size == 0:
         return x.copy()
     axes = reduction_axes(axis, x.ndim)
-    with np.errstate(over="ignore"):                     # x − m = −∞ is right at −3e38
+    with np.errstate(over="ignore", invalid="ignore"):   # as in Softmax.forward
         shifted = x - _row_max(x, axes)
-    return shifted - _log_normaliser(shifted, axes)
+        return shifted - _log_normaliser(shifted, axes)
 
 
 class LogSoftmax(Function):

@@ -259,4 +259,7 @@ def split(x, sections, axis=0):
 def flatten(x, start_dim=1):
     """Merges the axes from ``start_dim`` on: (N, C, H, W) -> (N, C·H·W)."""
     x = as_tensor(x)
-    return reshape(x, x.shape[:start_dim] + (-1,))
+    merged = 1
+    for s in x.shape[start_dim:]:
+        merged *= s
+    return reshape(x, x.shape[:start_dim] + (merged,))   # not −1: that is ambiguous when empty

@@ -92,7 +92,7 @@ def erf_array(x):
     a = abs(x.astype(np.float64))
     small, erf_small, erfcx_big = _pieces(a, dtype == np.float64)
     erf_a = xp.where(small, erf_small, 1.0 - _exp_neg_square(a) * erfcx_big)
-    return (xp.sign(x) * erf_a).astype(dtype)
+    return (xp.sign(x.astype(np.float64)) * erf_a).astype(dtype)
 
 
 def erfc_array(x):

@@ -158,6 +158,8 @@ class Softmax(Function):
 
     ∂L/∂x = y ⊙ (gy − Σ gy ⊙ y): the softmax derivative; it is zero wherever y is, so masked
     entries and fully masked rows get zero (finite) gradients.
+
+    Attention runs the same numbers through a faster kernel, ``attention_fast.FastSoftmax``.
     """
 
     def __init__(self, axis=-1, allowed=None):

@@ -35,7 +35,8 @@ def _window(i, j, out_hw, stride):
 
 
 def im2col_array(x, kernel, stride, padding):
-    """Columns (N, C·kh·kw, OH·OW) of the windows of ``x`` (N, C, H, W)."""
+    """Columns (N, C·kh·kw, OH·OW) of the windows of ``x`` (N, C, H, W).
+    (``conv_fast.im2col_array`` builds the same numbers in two faster batch layouts.)"""
     N, C, H, W = x.shape
     (kh, kw), (ph, pw) = kernel, padding
     OH, OW = _out_size("im2col", (H, W), kernel, stride, padding)
@@ -68,8 +69,8 @@ def col2im_array(col, x_shape, kernel, stride, padding):
 
 # -- im2col / col2im: each the other's backward -------------------------------------------------
 class Im2col(Function):
-    """col[n, (c,i,j), (p,q)] = x_pad[n, c, s_h·p + i, s_w·q + j];  backward: col2im (its adjoint).
-    (``conv_fast.Im2colLayout`` builds the same columns in other orders.)"""
+    """col[n, (c,i,j), (p,q)] = x_pad[n, c, s_h·p + i, s_w·q + j];
+    backward: col2im (its adjoint)."""
 
     def __init__(self, kernel, stride, padding):
         self.kernel, self.stride, self.padding = kernel, stride, padding
@@ -120,7 +121,9 @@ def conv2d_simple(x, W, b=None, stride=1, padding=0):
         ∂L/∂W₂ = Σ_n ∂L/∂Y[n] · col[n]ᵀ,   ∂L/∂b = Σ_{n,p} ∂L/∂Y[n, :, p],
         ∂L/∂x  = col2im(W₂ᵀ · ∂L/∂Y).
 
-    The readable definition, and the test oracle of :func:`conv2d`."""
+    The readable definition, and the test oracle of :func:`conv2d`, which computes the same
+    with the fused ``conv_fast.Conv2d`` (faster: batch-wide column layouts, the forward's
+    columns reused for ∂L/∂W, and no ∂L/∂x for input images)."""
     x, W, b, stride, padding, (OH, OW) = _check_conv(x, W, b, stride, padding)
     N, C_out = x.shape[0], W.shape[0]
     col = im2col(x, W.shape[2:], stride, padding)                         # (N, K, P)
@@ -143,7 +146,8 @@ def conv2d(x, W, b=None, stride=1, padding=0):
 def max_pool2d_simple(x, kernel_size, stride=None):
     """Max over kh×kw windows composed from differentiable ops, for any stride: im2col columns
     (N, C, kh·kw, OH·OW), times a 0/1 constant picking each window's first maximum, summed.
-    The readable definition, the general path of :func:`max_pool2d` and its test oracle."""
+    The readable definition, the general path of :func:`max_pool2d` and its test oracle (for
+    non-overlapping windows :func:`max_pool2d` runs the faster ``conv_fast.MaxPool2dTiled``)."""
     x, kernel, stride, (OH, OW) = _check_pool("max_pool2d", x, kernel_size, stride)
     N, C = x.shape[:2]
     kh, kw = kernel

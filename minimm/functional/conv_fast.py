@@ -27,13 +27,21 @@ def _out_hw(x_shape, kernel, stride, padding):
 
 
 # -- column layouts ---------------------------------------------------------------------------
-# Three column layouts, the same numbers in different orders (K = C·kh·kw, P = OH·OW):
+# Three layouts of the same numbers (K = C·kh·kw, P = OH·OW):
 #   "nkp" (N, K, P)   one matrix per image (the readable im2col's); W₂ @ col is NCHW already.
 #   "knp" (K, N·P)    one matrix for the batch.
 #   "kpn" (K, P·N)    the same, batch index fastest: built from the image transposed to
 #                     (C, H, W, N), so each copy and add runs over rows OW·N long instead of
 #                     OW (strided loops are slow on short rows).
-# Each is filled by kh·kw strided copies, one per kernel offset.
+# Each is filled by kh·kw strided copies, one per kernel offset (i, j), from the padded image
+# with its axes in the layout's order; the offsets' axes (kh, kw) sit after ``k_at`` of them.
+_LAYOUTS = {  # layout -> (the image's axis order while columns are built, k_at)
+    "nkp": ((0, 1, 2, 3), 2),     # image (N, C, H, W), columns (N, C, kh, kw, OH, OW)
+    "knp": ((1, 0, 2, 3), 1),     # image (C, N, H, W), columns (C, kh, kw, N, OH, OW)
+    "kpn": ((1, 2, 3, 0), 1),     # image (C, H, W, N), columns (C, kh, kw, OH, OW, N)
+}
+
+
 def _window(i, j, out_hw, stride, lead):
     """The slice of the padded input that kernel offset (i, j) sees, for every output pixel;
     ``lead`` full axes come before the two spatial axes."""
@@ -42,65 +50,59 @@ def _window(i, j, out_hw, stride, lead):
                                     slice(j, j + sw * (OW - 1) + 1, sw))
 
 
+def _shapes(x_shape, kernel, stride, padding, layout):
+    """(axis order, k_at, where H sits, the padded image's shape, the columns' 6-D shape)."""
+    order, k_at = _LAYOUTS[layout]
+    (kh, kw), (ph, pw) = kernel, padding
+    OH, OW = _out_hw(x_shape, kernel, stride, padding)
+    s = order.index(2)
+    padded = [x_shape[a] for a in order]
+    padded[s] += 2 * ph
+    padded[s + 1] += 2 * pw
+    seen = list(padded)
+    seen[s:s + 2] = OH, OW                       # what one kernel offset sees
+    return order, k_at, s, tuple(padded), tuple(seen[:k_at]) + (kh, kw) + tuple(seen[k_at:])
+
+
+def _flat_shape(x_shape, kernel, stride, padding, layout):
+    N, C = x_shape[:2]
+    OH, OW = _out_hw(x_shape, kernel, stride, padding)
+    K = C * kernel[0] * kernel[1]
+    return (N, K, OH * OW) if layout == "nkp" else (K, N * OH * OW)
+
+
 def im2col_array(x, kernel, stride, padding, layout):
     """Columns of ``x`` (N, C, H, W) in ``layout`` (see above)."""
     N, C, H, W = x.shape
     (kh, kw), (ph, pw) = kernel, padding
-    OH, OW = _out_hw(x.shape, kernel, stride, padding)
+    order, k_at, s, padded, col_shape = _shapes(x.shape, kernel, stride, padding, layout)
+    out_hw = _out_hw(x.shape, kernel, stride, padding)
     xp = backend.get_array_module(x)
-    if layout == "kpn":
-        x_pad = xp.zeros((C, H + 2 * ph, W + 2 * pw, N), dtype=x.dtype)
-        x_pad[:, ph:ph + H, pw:pw + W] = x.transpose(1, 2, 3, 0)
-        col = xp.empty((C, kh, kw, OH, OW, N), dtype=x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                col[:, i, j] = x_pad[_window(i, j, (OH, OW), stride, 1)]
-        return col.reshape(C * kh * kw, OH * OW * N)
-    x_pad = x
-    if ph or pw:
-        x_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-        x_pad[:, :, ph:ph + H, pw:pw + W] = x
-    if layout == "nkp":
-        col = xp.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                col[:, :, i, j] = x_pad[_window(i, j, (OH, OW), stride, 2)]
-        return col.reshape(N, C * kh * kw, OH * OW)
-    x_pad = x_pad.transpose(1, 0, 2, 3)   # "knp": the same copies, channel axis first
-    col = xp.empty((C, kh, kw, N, OH, OW), dtype=x.dtype)
+    x_pad = x.transpose(order)                   # a view …
+    if ph or pw or layout == "kpn":              # … or a copy: zeros around, or batch-last
+        x_pad = xp.zeros(padded, dtype=x.dtype)
+        x_pad[(slice(None),) * s + (slice(ph, ph + H), slice(pw, pw + W))] = x.transpose(order)
+    col = xp.empty(col_shape, dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            col[:, i, j] = x_pad[_window(i, j, (OH, OW), stride, 2)]
-    return col.reshape(C * kh * kw, N * OH * OW)
+            col[(slice(None),) * k_at + (i, j)] = x_pad[_window(i, j, out_hw, stride, s)]
+    return col.reshape(_flat_shape(x.shape, kernel, stride, padding, layout))
 
 
 def col2im_array(col, x_shape, kernel, stride, padding, layout):
-    """The adjoint of :func:`im2col_array`: every column entry added back where it came from."""
+    """The adjoint of :func:`im2col_array`: every column entry added back where it came from,
+    accumulated in the columns' axis order, then transposed back to NCHW once."""
     N, C, H, W = x_shape
     (kh, kw), (ph, pw) = kernel, padding
-    OH, OW = _out_hw(x_shape, kernel, stride, padding)
+    order, k_at, s, padded, col_shape = _shapes(x_shape, kernel, stride, padding, layout)
+    out_hw = _out_hw(x_shape, kernel, stride, padding)
     xp = backend.get_array_module(col)
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    if layout == "nkp":
-        col = col.reshape(N, C, kh, kw, OH, OW)
-        x_pad = xp.zeros((N, C, Hp, Wp), dtype=col.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                x_pad[_window(i, j, (OH, OW), stride, 2)] += col[:, :, i, j]
-    elif layout == "knp":  # accumulate in the columns' axis order, then transpose once
-        col = col.reshape(C, kh, kw, N, OH, OW)
-        x_pad = xp.zeros((C, N, Hp, Wp), dtype=col.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                x_pad[_window(i, j, (OH, OW), stride, 2)] += col[:, i, j]
-        x_pad = x_pad.transpose(1, 0, 2, 3)
-    else:
-        col = col.reshape(C, kh, kw, OH, OW, N)
-        x_pad = xp.zeros((C, Hp, Wp, N), dtype=col.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                x_pad[_window(i, j, (OH, OW), stride, 1)] += col[:, i, j]
-        x_pad = x_pad.transpose(3, 0, 1, 2)
+    col = col.reshape(col_shape)
+    x_pad = xp.zeros(padded, dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            x_pad[_window(i, j, out_hw, stride, s)] += col[(slice(None),) * k_at + (i, j)]
+    x_pad = x_pad.transpose(tuple(order.index(a) for a in range(4)))     # back to NCHW
     return xp.ascontiguousarray(x_pad[:, :, ph:ph + H, pw:pw + W])
 
 

@@ -54,7 +54,8 @@ def _advance(h, c, h_new, c_new, valid):
 
 def lstm_simple(x, W, U, b=None, state=None, lengths=None):
     """The LSTM over x (B, T, in), step by step from :func:`lstm_cell` -> (outputs (B, T, H),
-    (h_T, c_T)); arguments as :func:`lstm`. The readable version of :func:`lstm`."""
+    (h_T, c_T)); arguments as :func:`lstm`. The readable version of :func:`lstm`, which
+    computes the same with the faster fused ``recurrent_fast.LSTMSequence``."""
     x, W, U, h, c, masks = _prepare("lstm", x, W, U, b, state, lengths)
     B, T, _ = x.shape
     if T == 0:

@@ -275,7 +275,7 @@ class MatMul(Function):
                              f"({k_a} columns vs {k_b} rows)")
         if a.ndim > 2 or b.ndim > 2:
             check_broadcast(f"matmul of {a.shape} and {b.shape} (batch dimensions)",
-                             a.shape[:-2], b.shape[:-2])
+                            a.shape[:-2], b.shape[:-2])
         return backend.get_array_module(a, b).matmul(a, b)
 
     def backward(self, gy):

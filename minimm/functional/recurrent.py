@@ -17,10 +17,10 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, as_tensor
-from . import recurrent_fast  # the fused kernel behind lstm(): lstm_simple's numbers, faster
 from .activations import sigmoid, tanh
 from .dense import linear
 from .math import matmul, where
+from .recurrent_fast import LSTMSequence  # the fused kernel behind lstm(): lstm_simple's numbers
 from .shape import reshape, split, stack, transpose
 from .utils import check_float
 
@@ -95,7 +95,7 @@ def lstm(x, W, U, b=None, state=None, lengths=None):
     if x.shape[1] == 0:
         return _no_steps(x, U, h, c)
     ZX = linear(x, W, b)  # x W + b for all steps in one matrix product
-    out, h, c = recurrent_fast.LSTMSequence(masks, twin=unroll)(ZX, h, c, U)
+    out, h, c = LSTMSequence(masks, twin=unroll)(ZX, h, c, U)
     return out, (h, c)
 
 

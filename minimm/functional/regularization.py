@@ -80,8 +80,9 @@ def multitask_loss(task_losses, params, lam, reg="l2", weights=None, return_term
     λ·R(θ) under ``"reg"`` — so ``total == sum(terms.values())`` and each can be logged.
     """
     named, w = _check_multitask(task_losses, lam, reg, weights)
-    terms = {name: loss if w_i == 1.0 else mul(loss, w_i)          # w_i ℓ_i
-             for (name, loss), w_i in zip(named, w)}
+    terms = {}
+    for (name, loss), w_i in zip(named, w):
+        terms[name] = loss if w_i == 1.0 else mul(loss, w_i)       # w_i ℓ_i
     params = _as_param_list(params, "multitask_loss")
     R = _PENALTIES[reg](params) if params else as_tensor(0.0, like=named[0][1].data)
     terms["reg"] = mul(R, float(lam))                               # λ R(θ)

@@ -198,7 +198,12 @@ def test_integer_input_to_elementwise_functions_becomes_float32(device, name, dt
     np.testing.assert_allclose(y.numpy(), oracle(a.astype(np.float64)), rtol=2e-7)
 
 
-def test_relu_keeps_integers(device):
-    y = F.relu(mm.tensor(np.array([-2, 0, 3]), device=device))
+def test_relu_and_integer_powers_keep_integers(device):
+    """As PyTorch: relu and x ** int keep an integer dtype; x ** float becomes float32."""
+    x = mm.tensor(np.array([-2, 0, 3]), device=device)
+    y = F.relu(x)
     assert y.dtype == np.int64
     np.testing.assert_array_equal(y.numpy(), [0, 0, 3])
+    assert (x ** 2).dtype == np.int64 and (x ** 2).numpy().tolist() == [4, 0, 9]
+    half = mm.tensor(np.array([4, 9], np.uint8), device=device) ** 0.5
+    assert half.dtype == np.float32 and half.numpy().tolist() == [2.0, 3.0]

@@ -107,12 +107,15 @@ def neg(x):
 
 
 class Pow(Function):
-    """y = xᵖ for a constant p;  ∂y/∂x = p·xᵖ⁻¹."""
+    """y = xᵖ for a constant p;  ∂y/∂x = p·xᵖ⁻¹. (Integers to an int power stay integers;
+    to a float power they become float32, as in PyTorch.)"""
 
     def __init__(self, p):
         self.p = p
 
     def forward(self, x):
+        if isinstance(self.p, float):
+            x = as_float(x)
         return x ** x.dtype.type(self.p) if x.dtype.kind == "f" else x ** self.p
 
     def backward(self, gy):

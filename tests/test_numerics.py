@@ -37,7 +37,7 @@ TAILS = {  # name: (minimm on a Tensor, high-precision reference, rtol float64, 
     "tanh": (F.tanh, mpmath.tanh, 4e-16, 2e-7),
     "exp": (F.exp, mpmath.exp, 4e-16, 2e-7),
     "erf": (F.erf, mpmath.erf, 8e-16, 2e-7),
-    "gelu": (F.gelu, lambda v: v * mpmath.ncdf(v), 3e-15, 3e-7),
+    "gelu": (F.gelu, lambda v: v * mpmath.ncdf(v), 3e-15, 6e-7),   # float32: Φ in float32
     # the approximation's argument u ~ x³ carries rounding ~|u|·ε into e^{2u}: float64
     # ~1e-13 at x = −18, float32 ~1e-5 at x = −9 — against 100% (0) for 1 + tanh u
     "gelu_tanh": (lambda t: F.gelu(t, "tanh"), _tanh_gelu, 1e-12, 2e-5),
@@ -116,7 +116,7 @@ def test_gelu_derivative_in_the_tails(device, dtype):
     scale = np.maximum(np.abs(want), _reference(mpmath.ncdf, xd))
     normal = np.abs(want) > 10 * np.finfo(dtype).tiny
     err = np.abs(t.grad.numpy()[normal] - want[normal]) / scale[normal]
-    assert err.max() <= (3e-14 if dtype == np.float64 else 3e-7)
+    assert err.max() <= (3e-14 if dtype == np.float64 else 6e-7)
 
 
 # -- the log-sum-exp family ---------------------------------------------------------------------

@@ -49,7 +49,9 @@ class Sigmoid(Function):
         xp = backend.get_array_module(x)
         x = as_float(x)
         e = xp.exp(-abs(x))                                  # e^{−|x|} ∈ (0, 1]
-        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        r = 1 / (1 + e)                                      # σ(|x|)
+        e *= r                                               # e^{−|x|} / (1 + e^{−|x|}) = σ(−|x|)
+        return xp.where(x >= 0, r, e)
 
     def backward(self, gy):
         y, = self.outputs()
@@ -114,8 +116,7 @@ class GELU(Function):
     """
 
     def forward(self, x):
-        # in float64 (Φ is computed so anyway), rounded once to x's dtype
-        return (x.astype(np.float64) * normal_cdf_array(x)).astype(x.dtype)
+        return (x * normal_cdf_array(x)).astype(x.dtype, copy=False)
 
     def backward(self, gy):
         x, = self.inputs
@@ -126,7 +127,7 @@ class GELUGrad(Function):
     """y = Φ(x) + x φ(x) (GELU's derivative);  ∂y/∂x = 2φ(x) − x² φ(x) = φ(x)(2 − x²)."""
 
     def forward(self, x):
-        return (normal_cdf_array(x) + x.astype(np.float64) * normal_pdf_array(x)).astype(x.dtype)
+        return (normal_cdf_array(x) + x * normal_pdf_array(x)).astype(x.dtype, copy=False)
 
     def backward(self, gy):
         x, = self.inputs
@@ -207,7 +208,9 @@ def _log_normaliser(shifted, axes):
     xp = backend.get_array_module(shifted)
     top = shifted == 0
     k = top.sum(axis=axes, keepdims=True).astype(shifted.dtype)
-    r = xp.where(top, shifted.dtype.type(0), xp.exp(shifted)).sum(axis=axes, keepdims=True)
+    r = xp.exp(shifted)
+    xp.copyto(r, 0, where=top)                           # the rest: the maxima's e⁰ left out
+    r = r.sum(axis=axes, keepdims=True)
     k1 = xp.maximum(k, 1)
     with np.errstate(divide="ignore"):                   # log 0 = −∞ is the right answer
         return xp.where(k > 0, xp.log(k1) + xp.log1p(r / k1),

@@ -49,8 +49,11 @@ class CrossEntropy(Function):
         n, C = x.shape
         q = xp.full(x.shape, self.eps / C, dtype=x.dtype)              # ε/C everywhere …
         q[xp.arange(n), self.targets] += 1 - self.eps                  # … + (1 − ε) at tₙ
-        per_row = where(self.valid[:, None], softmax(x, axis=1) - Tensor(q), 0.0)
-        return per_row * (gy * (1.0 / max(int(self.valid.sum()), 1)))
+        per_row = softmax(x, axis=1) - Tensor(q)
+        n_kept = int(self.valid.sum())
+        if n_kept < n:                                                 # ignored rows: 0
+            per_row = where(self.valid[:, None], per_row, 0.0)
+        return per_row * (gy * (1.0 / max(n_kept, 1)))
 
 
 def cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.0):

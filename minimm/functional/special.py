@@ -2,8 +2,8 @@
 
     erf x = (2/√π) ∫₀ˣ e^{−t²} dt,    erfc x = 1 − erf x,    Φ(x) = ½ erfc(−x/√2)
 
-All three are computed in float64 from two fixed-length expansions (so they vectorise: no
-loop over elements), split at a = |x| = T:
+All three are computed in float64 (Φ in float32: see below) from two fixed-length expansions
+(so they vectorise: no loop over elements), split at a = |x| = T:
 
     a < T:  erf a = (2/√π) e^{−a²} Σₙ 2ⁿ a^{2n+1} / (1·3·…·(2n+1))   (positive terms, no
             cancellation, so erf x ≈ 1.128 x stays exact near 0), and erfc a = 1 − erf a ≥ 0.48;
@@ -14,7 +14,9 @@ loop over elements), split at a = |x| = T:
             float32: erfcx(a) = t e^{−1.26551223 + t P(t)}, t = 1/(1 + a/2), Numerical Recipes'
                      Chebyshev fit of erfc, relative error below 1.2e-7 for all a (T = ½);
             and e^{−a²} with a² split exactly (a rounded a² would cost a relative a²·ε).
-Then erf(−x) = −erf x, erfc(−x) = 2 − erfc x.
+Then erf(−x) = −erf x, erfc(−x) = 2 − erfc x. Φ in float32 (GELU's, on large activations)
+skips the series: the Chebyshev fit holds for every a, and Φ ≥ ½ needs no relative accuracy
+near 0, so it is computed in float32 throughout.
 """
 import numpy as np
 
@@ -57,11 +59,12 @@ def _erfcx_chebyshev(a):
 
 
 def _exp_neg_square(x, scale=1.0):
-    """e^{−scale·x²} for float64 x, to a few ulp even where x² is large: x = hi + lo with hi of
-    26 bits (Veltkamp's split), so hi² is exact and x² = hi² + lo (x + hi)."""
+    """e^{−scale·x²} to a few ulp even where x² is large (x² rounded would cost a relative
+    x²·ε): x = hi + lo with hi of half the mantissa (Veltkamp's split), so hi² is exact and
+    x² = hi² + lo (x + hi). In x's dtype (float64 or float32)."""
     xp = backend.get_array_module(x)
     x = xp.clip(x, -1e4, 1e4)                # beyond, e^{−x²} is 0 anyway (and ∞ stays finite)
-    c = x * 134217729.0                                     # 2^27 + 1
+    c = x * (134217729.0 if x.dtype == np.float64 else 4097.0)      # 2^27 + 1, or 2^12 + 1
     hi = c - (c - x)
     lo = x - hi
     return xp.exp(-scale * (hi * hi)) * xp.exp(-scale * (lo * (x + hi)))
@@ -107,23 +110,35 @@ def erfc_array(x):
     return xp.where(x64 >= 0, erfc_a, 2.0 - erfc_a).astype(dtype)
 
 
-def normal_cdf_array(x, dtype=None):
-    """Φ(x) = ½ erfc(−x/√2), the standard normal CDF, computed in float64 to the accuracy of
-    ``dtype`` (default: x's) and returned as float64. Relative-accurate in the left tail
-    (Φ(−10) = 7.6e-24, where ½(1 + erf(x/√2)) cancels to 0): there Φ(x) = ½ e^{−x²/2} erfcx(|x|/√2)
-    with e^{−x²/2} from x itself, not from the rounded |x|/√2."""
+def _float32(x):
+    return x if x.dtype == np.float32 else x.astype(np.float32)
+
+
+def normal_cdf_array(x):
+    """Φ(x) = ½ erfc(−x/√2), the standard normal CDF, on a float array, in its dtype (float32
+    for narrower or integer input). Relative-accurate in the left tail (Φ(−10) = 7.6e-24,
+    where ½(1 + erf(x/√2)) cancels to 0): there Φ(x) = ½ e^{−x²/2} erfcx(|x|/√2), with
+    e^{−x²/2} from x itself, not from the rounded |x|/√2.
+
+    float64: the float64-accurate erf/erfcx of this module. float32: computed in float32 (fast
+    enough for an activation) from the Chebyshev fit alone, which holds for every |x|:
+    a few ulp (5e-7) everywhere."""
     xp = backend.get_array_module(x)
-    dtype = _float_dtype(x) if dtype is None else np.dtype(dtype)
-    x64 = x.astype(np.float64)
-    small, erf_small, erfcx_big = _pieces(abs(x64) * _SQRT_HALF, dtype == np.float64)
-    half_erfc = 0.5 * _exp_neg_square(x64, 0.5) * erfcx_big     # ½ erfc(|x|/√2), a ≥ T
-    big_part = xp.where(x64 < 0, half_erfc, 1.0 - half_erfc)
-    return xp.where(small, 0.5 + 0.5 * xp.sign(x64) * erf_small, big_part)
+    if x.dtype != np.float64:
+        x = _float32(x)
+        half_erfc = 0.5 * _erfcx_chebyshev(abs(x) * _SQRT_HALF) * _exp_neg_square(x, 0.5)
+        return xp.where(x < 0, half_erfc, 1 - half_erfc)
+    small, erf_small, erfcx_big = _pieces(abs(x) * _SQRT_HALF, True)
+    half_erfc = 0.5 * _exp_neg_square(x, 0.5) * erfcx_big     # ½ erfc(|x|/√2) where a ≥ T
+    big_part = xp.where(x < 0, half_erfc, 1.0 - half_erfc)
+    return xp.where(small, 0.5 + 0.5 * xp.sign(x) * erf_small, big_part)
 
 
 def normal_pdf_array(x):
-    """φ(x) = e^{−x²/2} / √(2π) in float64, relative-accurate for every x."""
-    return _exp_neg_square(x.astype(np.float64), 0.5) * _INV_SQRT_2PI
+    """φ(x) = e^{−x²/2} / √(2π), relative-accurate for every x, in x's dtype (float32 for
+    narrower or integer input)."""
+    x = x if x.dtype == np.float64 else _float32(x)
+    return _exp_neg_square(x, 0.5) * _INV_SQRT_2PI
 
 
 class Erf(Function):

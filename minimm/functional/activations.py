@@ -51,7 +51,8 @@ class Sigmoid(Function):
         e = xp.exp(-abs(x))                                  # e^{−|x|} ∈ (0, 1]
         r = 1 / (1 + e)                                      # σ(|x|)
         e *= r                                               # e^{−|x|} / (1 + e^{−|x|}) = σ(−|x|)
-        return xp.where(x >= 0, r, e)
+        # NumPy 1.x: a 0-d float32 with a Python number is float64, so cast back
+        return xp.where(x >= 0, r, e).astype(x.dtype, copy=False)
 
     def backward(self, gy):
         y, = self.outputs()
@@ -189,7 +190,7 @@ class Softmax(Function):
 
 
 def _row_max(x, axes):
-    """max over ``axes`` (keepdims), −∞ over an empty axis, 0 where it is not finite: the shift
+    """max over ``axes`` (keepdims), or 0 where it is not finite or the axis is empty: the shift
     that makes e^{x − M} safe (a row of −∞ or +∞ then gives −∞ or +∞ as PyTorch, not NaN)."""
     xp = backend.get_array_module(x)
     if any(x.shape[a] == 0 for a in axes):
@@ -201,8 +202,8 @@ def _row_max(x, axes):
 def _log_normaliser(shifted, axes):
     """log Σⱼ e^{shifted_j} over ``axes`` (keepdims), for ``shifted`` = x − max x.
 
-    The k maxima contribute e⁰ = 1 each and the rest r < … so the sum is k + r, and
-    log(k + r) = log k + log1p(r / k) keeps a tiny r exact: logsumexp([0, −40]) = 4.2e-18,
+    The k maxima contribute e⁰ = 1 each and the other entries sum to r, so the sum is k + r,
+    and log(k + r) = log k + log1p(r / k) keeps a tiny r exact: logsumexp([0, −40]) = 4.2e-18,
     where log(1 + r) would round to 0. An empty axis gives log 0 = −∞.
     """
     xp = backend.get_array_module(shifted)
@@ -213,8 +214,9 @@ def _log_normaliser(shifted, axes):
     r = r.sum(axis=axes, keepdims=True)
     k1 = xp.maximum(k, 1)
     with np.errstate(divide="ignore"):                   # log 0 = −∞ is the right answer
-        return xp.where(k > 0, xp.log(k1) + xp.log1p(r / k1),
-                        xp.log(k + r))   # k = 0: an empty row (−∞), or one of ±∞
+        log_z = xp.where(k > 0, xp.log(k1) + xp.log1p(r / k1),
+                         xp.log(k + r))  # k = 0: an empty row (−∞), or one of ±∞
+    return log_z.astype(shifted.dtype, copy=False)      # (NumPy 1.x: 0-d float32 promotes)
 
 
 def log_softmax_array(x, axis):

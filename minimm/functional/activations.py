@@ -219,15 +219,14 @@ def _log_normaliser(shifted, axes):
     return log_z.astype(shifted.dtype, copy=False)      # (NumPy 1.x: 0-d float32 promotes)
 
 
-def log_softmax_array(x, axis):
-    """log softmax of a raw array along ``axis``: (x − m) − log Σ e^{x − m}, m the maximum
-    (the forward of :class:`LogSoftmax`, and of the fused cross-entropy)."""
-    if x.size == 0:
-        return x.copy()
+def log_softmax_parts(x, axis):
+    """(x − m, log Σ e^{x − m}) of a raw array along ``axis`` (keepdims), m the maximum: their
+    difference is log softmax (the forward of :class:`LogSoftmax`); the fused cross-entropy
+    takes the few entries it needs from the two parts."""
     axes = reduction_axes(axis, x.ndim)
     with np.errstate(over="ignore", invalid="ignore"):   # as in Softmax.forward
         shifted = x - _row_max(x, axes)
-        return shifted - _log_normaliser(shifted, axes)
+        return shifted, _log_normaliser(shifted, axes)
 
 
 class LogSoftmax(Function):
@@ -237,7 +236,11 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        return log_softmax_array(x, self.axis)
+        if x.size == 0:
+            return x.copy()
+        shifted, log_z = log_softmax_parts(x, self.axis)
+        with np.errstate(invalid="ignore"):              # ∞ − ∞ = NaN, as in PyTorch
+            return shifted - log_z
 
     def backward(self, gy):
         y, = self.outputs()

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor
-from .activations import log_softmax, log_softmax_array, softmax
+from .activations import log_softmax, log_softmax_parts, softmax
 from .math import mean, where
 from .utils import check_float
 
@@ -35,10 +35,12 @@ class CrossEntropy(Function):
         n, C = x.shape
         self.valid = self.labels != self.ignore_index                  # vₙ
         self.targets = xp.where(self.valid, self.labels, 0)            # any class where ignored
-        log_p = log_softmax_array(x, axis=1)
-        loss = -log_p[xp.arange(n), self.targets]                      # −log pₙ[tₙ]
-        if self.eps:
-            loss = (1 - self.eps) * loss - self.eps * log_p.mean(axis=1)
+        shifted, log_z = log_softmax_parts(x, axis=1)                  # log p = shifted − log_z
+        log_z = log_z[:, 0]
+        with np.errstate(invalid="ignore"):                            # ∞ − ∞: NaN, as PyTorch
+            loss = log_z - shifted[xp.arange(n), self.targets]         # −log pₙ[tₙ]
+            if self.eps:                                               # mean_c −log pₙ[c]
+                loss = (1 - self.eps) * loss + self.eps * (log_z - shifted.mean(axis=1))
         total = xp.where(self.valid, loss, x.dtype.type(0)).sum(dtype=x.dtype)
         with np.errstate(invalid="ignore"):                            # N_v = 0: 0/0 = NaN
             return (total / x.dtype.type(int(self.valid.sum()))).astype(x.dtype)

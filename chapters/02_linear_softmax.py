@@ -52,11 +52,11 @@ print("minimm", mm.__version__, "| quick mode:", QUICK)
 #    \frac{\partial L}{\partial b} = \sum_n \bar z_{n}. $$
 #
 # The bias gradient is a sum over the batch because the same $b$ was broadcast to every row.
-# `F.linear` (in `minimm/functional/nn_ops.py`) is one `Function` whose backward is these three
+# `F.linear` (in `minimm/functional/dense.py`) is one `Function` whose backward is these three
 # lines, written with minimm's own differentiable operations:
 
 # %%
-print(inspect.getsource(F.nn_ops.Linear))
+print(inspect.getsource(F.dense.Linear))
 
 # %% [markdown]
 # `nn.Linear(d_in, d_out)` owns `W` and `b` and initialises them as PyTorch does:

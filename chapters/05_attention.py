@@ -115,11 +115,11 @@ print("matches NumPy:", np.allclose(O.numpy(), (E / E.sum(-1, keepdims=True)) @ 
 # softmax is *saturated* (one weight ≈ 1, the rest ≈ 0), $A \odot(\bar A - \ldots)$ is ≈ 0 —
 # the gradient cannot get through. §5.6 comes back to this.
 #
-# minimm's `MaskedSoftmax.backward` is the middle formula, verbatim; the matrix products'
+# minimm's `Softmax.backward` is the middle formula, verbatim; the matrix products'
 # backward gives the other two. Let us check the hand derivation against minimm's autograd:
 
 # %%
-print(inspect.getsource(F.attention.MaskedSoftmax.backward))
+print(inspect.getsource(F.activations.Softmax.backward))
 
 d_k = 6
 q, k, v = rng.standard_normal((4, d_k)), rng.standard_normal((5, d_k)), rng.standard_normal((5, 3))
@@ -271,7 +271,7 @@ for d_k, s, u in zip(d_ks, res["scaled"], res["unscaled"]):
 # ## Exercises
 #
 # 1. Show that adding the same constant $c_i$ to every score of row $i$ leaves the weights
-#    unchanged. Which line of `MaskedSoftmax.forward` relies on this?
+#    unchanged. Which line of `Softmax.forward` relies on this?
 # 2. Prove that permuting the keys and the values with the same permutation leaves the output
 #    unchanged. What does this imply for word order, and how do positional encodings
 #    (`nn.SinusoidalPositionalEncoding`) restore it?

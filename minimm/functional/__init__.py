@@ -32,6 +32,7 @@ from .activations import (gelu, log_sigmoid, log_softmax, logsumexp, relu, sigmo
 from .attention import causal_mask, masked_softmax, scaled_dot_product_attention
 from .conv import avg_pool2d, col2im, conv2d, conv2d_simple, im2col, max_pool2d
 from .conv import max_pool2d_simple
+from .contrastive import clip_logits, clip_loss, normalize
 from .dense import linear
 from .losses import cross_entropy, cross_entropy_simple
 from .lookup import embedding

@@ -9,7 +9,7 @@ from .backend import get_array_module, gpu_available, to_numpy
 from .errors import UsageError
 from .functional import concat, split, stack, where
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
-from .serialization import load, save
+from .serialization import CheckpointError, load, save
 from . import nn, optim  # after the layers below them: nn uses functional, optim uses nn
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from . import experiments
+from . import distributed, experiments
 from .errors import UsageError
 from .experiments import (names, non_negative_int, positive_float, positive_int,
                           positive_ints)
@@ -146,6 +146,7 @@ def build_parser():
     experiments.cifar10.add_data_arguments(p)
     for experiment in experiments.modules():
         experiment.add_arguments(p)
+    distributed.add_arguments(p)
     p.set_defaults(func=train)
 
     p = sub.add_parser("evaluate", help="test metrics of a checkpoint written by train")

@@ -30,7 +30,7 @@ def make_images(rng, labels, signal=0):
                           dtype=np.int64)
     if signal:
         shift = signal * (labels // 3 + 1) // 4                      # 1..4 quarters of signal
-    images[np.arange(len(labels)), labels % 3] += shift[:, None, None]
+        images[np.arange(len(labels)), labels % 3] += shift[:, None, None]
     return np.clip(images, 0, 255).astype(np.uint8)
 
 

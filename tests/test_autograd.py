@@ -1,10 +1,18 @@
 """The autograd engine: graph, accumulation, higher-order gradients, no_grad, dtypes."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import minimm as mm
 from minimm import autograd
 from minimm import functional as F
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS)
+import layer1_functions as L1  # noqa: E402
 
 
 def _close(y, expected, rtol=1e-10, atol=1e-12):
@@ -105,7 +113,8 @@ def test_no_grad_records_nothing(device):
     assert mm.is_grad_enabled()
     assert y.creator is None and not y.requires_grad
     assert z.creator is not None and z.requires_grad
-    y.backward()  # a leaf without requires_grad: nothing to do, nothing recorded
+    with pytest.raises(RuntimeError, match="computed under mm.no_grad"):
+        y.backward()  # no graph: nothing could receive a gradient, so it refuses (as PyTorch)
     assert x.grad is None
 
 
@@ -465,3 +474,71 @@ def test_tensor_copies_its_input_like_torch_tensor(device, xp):
     w = mm.Tensor(a)                        # wrapping shares the memory, on purpose
     w.data += 1
     assert float(a.sum()) == 6.0
+
+
+# --- layer 1 on its own: gradients are summed without functional's operators ------------------
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3), (1, 4, 2)])
+def test_accumulate_forward_gradcheck_and_gradgradcheck(device, shape):
+    """_Accumulate, the engine's sum of two gradients of one shape: y = a + b, ∂y/∂a = ∂y/∂b = 1."""
+    r = np.random.default_rng(len(shape))
+    a, b = r.standard_normal(shape), r.standard_normal(shape)
+    y = autograd._Accumulate()(mm.tensor(a, device=device), mm.tensor(b, device=device))
+    _close(y, np.add(a, b))                                      # plain NumPy transcription
+    inputs = [mm.tensor(a, device=device).data, mm.tensor(b, device=device).data]
+    assert mm.gradcheck(lambda p, q: autograd._Accumulate()(p, q), inputs)
+    assert mm.gradgradcheck(lambda p, q: autograd._Accumulate()(p, q) * (p * q), inputs)
+    p = mm.tensor(a, requires_grad=True, device=device)
+    q = mm.tensor(b, requires_grad=True, device=device)
+    g = r.standard_normal(shape)
+    ga, gb = mm.grad(autograd._Accumulate()(p, q), [p, q], mm.tensor(g, device=device))
+    assert ga.shape == gb.shape == shape
+    _close(ga, g)
+    _close(gb, g)
+
+
+def test_engine_sums_gradients_without_tensor_operators(device, monkeypatch):
+    """No Tensor operator (attached by functional) is called by backward or grad while they sum
+    the gradients of reused nodes, with or without create_graph."""
+    calls = []
+
+    def spy(name):
+        def refuse(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"the engine called Tensor.{name}")
+        return refuse
+
+    for name in ("__add__", "__radd__", "__mul__", "__rmul__", "__sub__", "__rsub__", "__neg__",
+                 "sum", "reshape"):
+        monkeypatch.setattr(mm.Tensor, name, spy(name))
+    x = mm.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True, device=device)
+    L1.check_fifth_power_sum(x, autograd.grad, lambda t, e: _close(t, e, rtol=1e-12))
+    assert calls == []
+
+
+def test_autograd_runs_with_only_layers_0_and_1_imported(tmp_path):
+    """In a fresh process that imports minimm.backend and minimm.autograd only (not the package,
+    whose __init__ loads functional), a graph of layer-1 Functions differentiates correctly."""
+    script = tmp_path / "layer1_alone.py"
+    script.write_text(
+        "import pathlib, sys, types\n"
+        "root, tests = sys.argv[1], sys.argv[2]\n"
+        "package = types.ModuleType('minimm')\n"
+        "package.__path__ = [str(pathlib.Path(root) / 'minimm')]\n"
+        "sys.modules['minimm'] = package   # the package without its __init__: no layer 2\n"
+        "from minimm import autograd\n"
+        "sys.path.insert(0, tests)\n"
+        "import numpy as np\n"
+        "import layer1_functions as L1\n"
+        "def close(t, expected):\n"
+        "    np.testing.assert_allclose(t.numpy(), expected, rtol=1e-12)\n"
+        "x = autograd.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)\n"
+        "L1.check_fifth_power_sum(x, autograd.grad, close)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('minimm'))\n"
+        "assert loaded == ['minimm', 'minimm.autograd', 'minimm.backend'], loaded\n"
+        "print('layer 1 alone: ok')\n")
+    root = os.path.dirname(TESTS)
+    out = subprocess.run([sys.executable, str(script), root, TESTS], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "layer 1 alone: ok"

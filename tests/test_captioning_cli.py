@@ -13,7 +13,7 @@ from minimm.experiments import captioning
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cifar_fixture import write_cifar_archive  # noqa: E402
 
-TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--batch-size", "16",
+TINY = ["--d-model", "16", "--heads", "2", "--depth", "1", "--batch-size", "16",
         "--no-progress"]
 
 

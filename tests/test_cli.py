@@ -413,7 +413,7 @@ def test_cache_dir_and_url_reach_load_cifar10(device, tmp_path, monkeypatch, cap
     assert main(common + ["--data", "somewhere.tar.gz", "--out", str(tmp_path / "d")]) == 0
     assert calls == [{"download": True, "root": str(tmp_path / "c"),
                       "url": "https://example.org/c.tgz"},
-                     {"download": False, "root": None},
+                     {"download": False, "root": None, "url": None},
                      {"path": "somewhere.tar.gz"}]
 
 

@@ -21,6 +21,13 @@ PREFIX = "cifar-10-batches-bin/"
 
 # ----------------------------------------------------------------------------- fixtures
 
+@pytest.fixture(autouse=True)
+def no_download_settings_from_the_environment(monkeypatch):
+    """The download tests assume the defaults: a developer's own settings must not leak in."""
+    for name in ("MINIMM_CIFAR10_URL", "MINIMM_CACHE_DIR", "MINIMM_DATA"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def make_split(rng, n):
     """Known images (N, 32, 32, 3) in HWC, labels uint8, and their records in the official layout.
 

@@ -17,18 +17,29 @@ Where the data comes from (:func:`load_cifar10`):
 
 * ``path=`` a local archive or an extracted folder: read as it is. It is *not* checksum-
   verified (a rebuilt copy, e.g. from the JPEG mirror, has another MD5), but it is checked
-  structurally: every expected file present, sizes a multiple of 3073, labels in 0…9.
-* otherwise the cache folder (``root=``, else ``$MINIMM_DATA``, else ``~/.cache/minimm``):
-  the official archive is downloaded once, to a temporary name, its MD5 verified, then
-  renamed into place (never half-written), and extracted with path-traversal protection.
+  structurally: every expected file present, labels in 0…9, and each batch file's size a
+  positive multiple of 3073 of at most 10,000 records — checked on the size the tar header
+  (or the file system) declares *before* anything is read, so a small compressed archive
+  that would expand into gigabytes is refused without being expanded.
+* otherwise the cache folder (``root=``, else ``$MINIMM_CACHE_DIR``, else the older
+  ``$MINIMM_DATA``, else ``~/.cache/minimm``): the official archive is downloaded once from
+  ``url=`` (else ``$MINIMM_CIFAR10_URL``, else :data:`URL`), with a timeout on every network
+  wait, to a temporary name; its MD5 is verified, then it is renamed into place (so the cache
+  never holds a partial file), and extracted with path-traversal protection.
+
+Errors: a malformed file or archive raises ValueError naming it; a missing one
+FileNotFoundError; a failed download :class:`DownloadError` (an OSError) naming the URL; a
+wrong checksum :class:`ChecksumError` (a ValueError) saying how to retry.
 """
 import hashlib
+import http.client
 import io
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -53,6 +64,15 @@ SUPERCLASSES = ("vehicle", "animal")
 _SUPERCLASS_OF = np.array([0, 0, 1, 1, 1, 1, 1, 1, 0, 0], dtype=np.int64)
 
 RECORD_BYTES = 1 + 3 * 32 * 32  # label byte + R, G, B planes
+RECORDS_PER_BATCH = 10_000      # every official batch file holds exactly this many
+MAX_BATCH_BYTES = RECORDS_PER_BATCH * RECORD_BYTES
+MAX_META_BYTES = 1 << 16        # batches.meta.txt: ten class names (61 bytes officially)
+# the whole archive: six batch files, the names, and at most 1 MiB of anything else (the
+# official one adds a readme.html of 88 bytes); and a bounded number of members
+MAX_ARCHIVE_BYTES = 6 * MAX_BATCH_BYTES + MAX_META_BYTES + (1 << 20)
+MAX_ARCHIVE_MEMBERS = 100
+
+DEFAULT_TIMEOUT = 60.0          # seconds, for each network wait (connect, each read)
 
 
 def superclass(labels):
@@ -77,11 +97,7 @@ def parse_records(buf, name="<bytes>"):
 
     ``name`` is only used in error messages, so they say which file is malformed.
     """
-    if len(buf) == 0 or len(buf) % RECORD_BYTES:
-        raise ValueError(
-            f"CIFAR-10 file {name}: size {len(buf)} bytes is not a positive multiple of the "
-            f"record size {RECORD_BYTES} (1 label byte + 3072 pixel bytes); "
-            "the file is truncated or not a CIFAR-10 batch")
+    check_batch_size(len(buf), name)
     records = np.frombuffer(buf, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)
     bad = np.flatnonzero(labels > 9)
@@ -90,6 +106,50 @@ def parse_records(buf, name="<bytes>"):
                          f"expected 0..9 ({bad.size} bad record(s))")
     images = records[:, 1:].reshape(-1, 3, 32, 32)  # R, G, B planes -> NCHW
     return images, labels
+
+
+def check_batch_size(size, name):
+    """Refuse a batch file of ``size`` bytes unless it is a positive multiple of the record
+    size holding at most 10,000 records (the format's limits); used on declared sizes too."""
+    if size == 0 or size % RECORD_BYTES:
+        raise ValueError(
+            f"CIFAR-10 file {name}: size {size} bytes is not a positive multiple of the "
+            f"record size {RECORD_BYTES} (1 label byte + 3072 pixel bytes); "
+            "the file is truncated or not a CIFAR-10 batch")
+    if size > MAX_BATCH_BYTES:
+        raise ValueError(
+            f"CIFAR-10 file {name}: size {size} bytes holds {size // RECORD_BYTES} records, "
+            f"more than the {RECORDS_PER_BATCH} of a CIFAR-10 batch file (at most "
+            f"{MAX_BATCH_BYTES} bytes); refused before reading it: not a CIFAR-10 batch, or a "
+            f"malicious archive (a small compressed file can expand into gigabytes)")
+
+
+def _check_declared_size(base, size, name):
+    if base == META_FILE:
+        if size > MAX_META_BYTES:
+            raise ValueError(f"CIFAR-10 file {name}: size {size} bytes, more than the "
+                             f"{MAX_META_BYTES} a list of class names needs; refused before "
+                             f"reading it")
+    else:
+        check_batch_size(size, name)
+
+
+class _ArchiveBudget:
+    """Counts an archive's members and declared bytes as they are listed, and refuses one
+    larger than any CIFAR-10 archive before its data is decompressed."""
+
+    def __init__(self, archive):
+        self.archive, self.members, self.bytes = archive, 0, 0
+
+    def add(self, member):
+        self.members += 1
+        self.bytes += member.size
+        if self.members > MAX_ARCHIVE_MEMBERS or self.bytes > MAX_ARCHIVE_BYTES:
+            raise ValueError(
+                f"CIFAR-10 archive {self.archive}: its members declare {self.bytes} bytes in "
+                f"{self.members} entries so far (at member {member.name!r}), more than the "
+                f"CIFAR-10 binary archive ever holds ({MAX_ARCHIVE_BYTES} bytes, "
+                f"{MAX_ARCHIVE_MEMBERS} entries); refused before expanding it")
 
 
 def _stack(parts):
@@ -109,13 +169,19 @@ def _read_archive(archive, wanted=TRAIN_FILES + TEST_FILES + (META_FILE,)):
     """{basename: bytes} of the wanted members, read straight from the tar in one pass."""
     wanted = set(wanted)
     blobs = {}
+    budget = _ArchiveBudget(archive)
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:  # streaming: a .gz archive is decompressed once
                 name = _strip(member.name)
                 folder, base = os.path.split(name)
-                if (member.isfile() and base in wanted and base not in blobs
-                        and folder in ("", FOLDER_NAME)):
+                take = (member.isfile() and base in wanted and base not in blobs
+                        and folder in ("", FOLDER_NAME))
+                # from the header alone, before its data is expanded
+                if take:
+                    _check_declared_size(base, member.size, f"{archive}:{base}")
+                budget.add(member)
+                if take:
                     blobs[base] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ValueError(f"CIFAR-10 archive {archive}: cannot be read as a tar archive "
@@ -132,6 +198,7 @@ def _read_folder(folder):
     for base in TRAIN_FILES + TEST_FILES + (META_FILE,):
         p = os.path.join(folder, base)
         if os.path.isfile(p):
+            _check_declared_size(base, os.path.getsize(p), p)
             with open(p, "rb") as f:
                 blobs[base] = f.read()
     return blobs, folder
@@ -160,9 +227,16 @@ def _load_local(path):
 # ----------------------------------------------------------------------------- cache, download
 
 def cache_dir(root=None):
-    """The cache folder: ``root``, else ``$MINIMM_DATA``, else ``~/.cache/minimm``."""
-    root = root or os.environ.get("MINIMM_DATA") or os.path.join("~", ".cache", "minimm")
+    """The cache folder: ``root``, else ``$MINIMM_CACHE_DIR``, else ``$MINIMM_DATA`` (the
+    older name), else ``~/.cache/minimm``."""
+    root = (root or os.environ.get("MINIMM_CACHE_DIR") or os.environ.get("MINIMM_DATA")
+            or os.path.join("~", ".cache", "minimm"))
     return os.path.abspath(os.path.expanduser(os.fspath(root)))
+
+
+def download_url(url=None):
+    """The archive's URL: ``url``, else ``$MINIMM_CIFAR10_URL``, else :data:`URL`."""
+    return url or os.environ.get("MINIMM_CIFAR10_URL") or URL
 
 
 def file_md5(path, chunk=1 << 20):
@@ -177,32 +251,67 @@ class ChecksumError(ValueError):
     """A downloaded or cached archive does not have the expected MD5."""
 
 
-def download_cifar10(root=None, url=None, md5=None):
+class DownloadError(OSError):
+    """The archive could not be fetched (no network, a refused or stalled connection, an HTTP
+    error, a cut transfer); the message names the URL."""
+
+
+def download_cifar10(root=None, url=None, md5=None, timeout=DEFAULT_TIMEOUT):
     """Download the official archive into the cache and return its path.
 
     The bytes go to a temporary file in the cache folder, whose MD5 is computed while it is
     written; only a verified file is renamed (``os.replace``, atomic) to
     ``cifar-10-binary.tar.gz``. On a checksum mismatch or any error, the temporary file is
-    deleted, so the cache never holds a half-written or wrong archive.
+    deleted, so the cache never holds a half-written or wrong archive. ``timeout`` (seconds)
+    bounds every wait for the server, so a stalled one raises :class:`DownloadError`.
     """
-    url = url or URL
+    url = download_url(url)
     md5 = md5 or MD5
     folder = cache_dir(root)
     os.makedirs(folder, exist_ok=True)
     final = os.path.join(folder, ARCHIVE_NAME)
     print(f"downloading {url} to {final}", file=sys.stderr)
-    with atomic_write(final) as out, urllib.request.urlopen(url) as response:
-        h = hashlib.md5()
-        for block in iter(lambda: response.read(1 << 20), b""):
-            h.update(block)
-            out.write(block)
+    with atomic_write(final) as out:   # raising inside the block deletes the temporary file
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a bad URL
+            raise _download_error(url, folder, e) from e
+        h, received = hashlib.md5(), 0
+        with response:
+            announced = getattr(response, "headers", {}).get("Content-Length")
+            while True:
+                try:
+                    block = response.read(1 << 20)
+                except (OSError, http.client.HTTPException) as e:  # stalled, cut, reset
+                    raise _download_error(url, folder, e) from e
+                if not block:
+                    break
+                h.update(block)
+                out.write(block)
+                received += len(block)
+        if announced is not None and announced.isdigit() and received != int(announced):
+            raise _download_error(url, folder, ConnectionError(
+                f"the connection was cut: {received} of the {announced} bytes announced arrived"))
         actual = h.hexdigest()
-        if actual != md5:   # raising inside the block deletes the temporary file
+        if actual != md5:
             raise ChecksumError(
-                f"CIFAR-10 download from {url}: MD5 mismatch, expected {md5}, got {actual}; "
-                "the file was deleted (a broken or changed download). If you have the archive, "
-                "pass it with load_cifar10(path='.../cifar-10-binary.tar.gz')")
+                f"CIFAR-10 download from {url}: MD5 mismatch, expected {md5}, got {actual} "
+                f"(a broken, cut or changed download). Nothing was kept: the bytes went to a "
+                f"temporary file in {folder}, now deleted, so there is no partial file to "
+                f"remove. To retry, run again with --download (load_cifar10(download=True)); to "
+                f"use a mirror, set MINIMM_CIFAR10_URL (or --url / url=); if you have the "
+                f"archive, pass it with --data (load_cifar10(path='.../{ARCHIVE_NAME}'))")
     return final
+
+
+def _download_error(url, folder, e):
+    # URLError wraps the socket's error in .reason; HTTPError's str() has the status code
+    reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
+    return DownloadError(
+        f"CIFAR-10 download from {url} failed ({type(e).__name__}: {reason}); nothing was "
+        f"written to {folder}. Check the network and retry, set MINIMM_CIFAR10_URL (or --url / "
+        f"url=) to a mirror, or pass a local copy of {ARCHIVE_NAME} with --data "
+        f"(load_cifar10(path=...))")
 
 
 def _safe_members(tar, dest, archive):
@@ -213,9 +322,15 @@ def _safe_members(tar, dest, archive):
         target = os.path.realpath(target)
         return target == dest or target.startswith(dest + os.sep)
 
-    members = tar.getmembers()
-    for m in members:
+    members = []
+    budget = _ArchiveBudget(archive)
+    for m in tar:  # listed one by one, so a bad header stops us before the rest is expanded
         name = m.name
+        base = os.path.basename(_strip(name))
+        if m.isfile() and base in TRAIN_FILES + TEST_FILES + (META_FILE,):
+            _check_declared_size(base, m.size, f"{archive}:{base}")
+        budget.add(m)
+        members.append(m)
         parts = name.replace("\\", "/").split("/")
         if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts \
                 or not inside(os.path.join(dest, name)):
@@ -263,7 +378,7 @@ def _complete(folder):
     return all(os.path.isfile(os.path.join(folder, b)) for b in TRAIN_FILES + TEST_FILES)
 
 
-def load_cifar10(path=None, root=None, download=True):
+def load_cifar10(path=None, root=None, download=True, url=None, timeout=DEFAULT_TIMEOUT):
     """Load CIFAR-10 as ``((x_train, y_train), (x_test, y_test))``.
 
     Images are uint8 ``(N, 3, 32, 32)`` (NCHW, channels R, G, B); labels are int64 in 0…9.
@@ -271,9 +386,11 @@ def load_cifar10(path=None, root=None, download=True):
     path:     a local ``cifar-10-binary.tar.gz`` (read directly, no extraction) or a folder
               holding ``cifar-10-batches-bin/`` or the ``.bin`` files. Not checksum-verified,
               but validated; errors name the file.
-    root:     the cache folder used when ``path`` is None (default ``$MINIMM_DATA`` or
-              ``~/.cache/minimm``).
+    root:     the cache folder used when ``path`` is None (default ``$MINIMM_CACHE_DIR``, then
+              ``$MINIMM_DATA``, then ``~/.cache/minimm``).
     download: when the cache lacks the data, download the official archive (MD5-verified).
+    url:      where to download it from (default ``$MINIMM_CIFAR10_URL``, then :data:`URL`).
+    timeout:  seconds to wait for the server at each step before giving up.
     """
     if path is not None:
         return _load_local(os.path.abspath(os.path.expanduser(os.fspath(path))))
@@ -291,15 +408,16 @@ def load_cifar10(path=None, root=None, download=True):
                 raise FileNotFoundError(
                     f"load_cifar10: CIFAR-10 is not in the cache {folder} and download=False. "
                     f"Pass a local copy with load_cifar10(path='/path/to/{ARCHIVE_NAME}') "
-                    f"(or an extracted folder), or allow the download from {URL}")
-            archive = download_cifar10(root)
+                    f"(or an extracted folder), or allow the download from {download_url(url)}")
+            archive = download_cifar10(root, url=url, timeout=timeout)
         else:
             actual = file_md5(archive)
             if actual != MD5:  # a file we did not verify: leave it, but do not trust it
                 raise ChecksumError(
                     f"load_cifar10: cached {archive} has MD5 {actual}, expected {MD5}; "
-                    "it was left in place. Delete it to download again, or load it "
-                    "explicitly with load_cifar10(path=...)")
+                    "it was left in place. Delete it and run again with --download "
+                    "(load_cifar10(download=True)) to fetch it again, or load it "
+                    "explicitly with load_cifar10(path=...) (--data)")
         if os.path.isdir(extracted):
             os.rmdir(extracted)  # empty, checked above
         extract_archive(archive, folder)

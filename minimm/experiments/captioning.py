@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..models import Captioner, caption_loss
 from ..train import Callback, PrintEpochs, evaluate as evaluate_model, fit, restore
 from . import non_negative_float, non_negative_int, positive_float, positive_int, register
-from . import cifar10
+from . import cifar10, transformer
 
 ATTRIBUTES = C.ATTRIBUTES
 
@@ -77,11 +77,9 @@ def generation_metrics(model, images, labels, vocab, batch_size=256, max_len=16)
 # -- the commands -------------------------------------------------------------------------------
 def add_arguments(parser):
     """The captioner's own options of ``python -m minimm train`` (it also reads --limit-train,
-    --limit-test, --caption-seed and --max-len of the CIFAR-10 group)."""
+    --limit-test, --caption-seed and --max-len of the CIFAR-10 group, and --d-model, --depth (the
+    decoder blocks) and --heads of the Transformer group, with defaults 64, 2 and 4)."""
     g = parser.add_argument_group("captioner (--model captioner)")
-    g.add_argument("--d-model", type=positive_int, default=64, help="decoder width")
-    g.add_argument("--layers", type=positive_int, default=2, help="decoder blocks")
-    g.add_argument("--heads", type=positive_int, default=4, help="attention heads")
     g.add_argument("--dropout", type=non_negative_float, default=0.0)
     g.add_argument("--image-prefix", choices=("global", "cells"), default="global",
                    help="the image tokens: from the whole CNN map (global, ClipCap's way) or "
@@ -96,8 +94,7 @@ def add_arguments(parser):
 def build(args, vocab_size, rng):
     """The Captioner for ``train``'s arguments (its caption positions cover --max-len words and
     <eos>); a UsageError for a combination that cannot be built."""
-    if args.d_model % args.heads:
-        raise UsageError(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
+    transformer.check_sizes(args, d_model=64, depth=2, heads=4)
     if args.dropout >= 1:
         raise UsageError(f"--dropout must be below 1, got {args.dropout}")
     if not (1 <= args.image_tokens <= 64) or (args.image_prefix == "cells"
@@ -109,7 +106,7 @@ def build(args, vocab_size, rng):
         raise UsageError("--multitask and --lam belong to the classifiers; the captioner has "
                          "no class head")
     return Captioner(vocab_size, d_model=args.d_model, num_heads=args.heads,
-                     num_layers=args.layers, max_len=args.max_len + 1, dropout=args.dropout,
+                     num_layers=args.depth, max_len=args.max_len + 1, dropout=args.dropout,
                      image_tokens=args.image_tokens, image_prefix=args.image_prefix, rng=rng)
 
 
@@ -133,7 +130,7 @@ def train(args, say=print):
                    "caption_max_len": args.max_len, "train_samples": len(y_train),
                    "test_samples": len(y_test)}
     budget = f" (at most {args.time_budget:g} s of training)" if args.time_budget else ""
-    say(f"train: captioner (d_model {args.d_model}, {args.layers} layers, {args.heads} heads, "
+    say(f"train: captioner (d_model {args.d_model}, {args.depth} layers, {args.heads} heads, "
         f"{args.image_tokens} {args.image_prefix} image tokens), {len(y_train)} train / "
         f"{len(y_test)} test images, {epochs} epoch(s){budget}, batch {args.batch_size}, Adam "
         f"lr {args.lr}, device {args.device} -> {args.out}")

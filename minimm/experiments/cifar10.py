@@ -16,6 +16,7 @@ What the case study adds to the generic training loop, each one piece here:
 in that mode; another model of the same call (``model(images, ids, lengths) -> logits`` or
 ``(logits, super_logits)``) joins with one :func:`register_model` call.
 """
+import functools
 import math
 import os
 import sys
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+from .. import distributed
 from .. import functional as F
 from .. import optim
 from .._io import write_json
@@ -292,17 +294,13 @@ NO_DATA_HELP = ("pass --data PATH (the official cifar-10-binary.tar.gz or its ex
 def load_data(args):
     """((x_train, y_train), (x_test, y_test)) from --data, else the cache (--cache-dir, which
     --download fills once from --url); a UsageError saying what to do if it cannot be had."""
-    where = {"root": args.cache_dir}
-    if args.url:
-        where["url"] = args.url      # load_cifar10(..., url=) comes with the download settings
     try:
         if args.data is not None:
             return cifar10.load_cifar10(path=args.data)
-        return cifar10.load_cifar10(download=args.download, **where)
+        return cifar10.load_cifar10(download=args.download, root=args.cache_dir, url=args.url)
     except (OSError, ValueError, EOFError) as e:
-        url = args.url or os.environ.get("MINIMM_CIFAR10_URL") or cifar10.URL
         cache = cifar10.cache_dir(args.cache_dir)
-        remedy = NO_DATA_HELP.format(url=url, cache=cache)
+        remedy = NO_DATA_HELP.format(url=cifar10.download_url(args.url), cache=cache)
         cached = [os.path.join(cache, n) for n in (cifar10.FOLDER_NAME, cifar10.ARCHIVE_NAME)]
         if args.data is None and not args.download and not any(map(os.path.exists, cached)):
             raise UsageError(f"no CIFAR-10 data given: {remedy}") from e
@@ -311,8 +309,13 @@ def load_data(args):
 
 def train(args, say=print):
     """The ``train`` command for this case study; returns the metrics it writes to
-    DIR/metrics.json (beside history.json, model.npz, accuracy.png, loss.png, confusion.png)."""
+    DIR/metrics.json (beside history.json, model.npz, accuracy.png, loss.png, confusion.png).
+    With ``--distributed`` this process is one rank (:func:`minimm.distributed.fit_distributed`):
+    rank 0 alone prints, writes the files and returns the metrics; the others return None."""
     t_start = time.perf_counter()
+    group = distributed.group_from_args(args)        # None without --distributed
+    main = group is None or group.is_main
+    say = say if main else (lambda *a, **k: None)
     epochs = args.epochs or (1 if args.quick else 10)
     limit_train = args.limit_train or (QUICK_TRAIN if args.quick else None)
     limit_test = args.limit_test or (QUICK_TEST if args.quick else None)
@@ -338,14 +341,17 @@ def train(args, say=print):
                                superlabels=args.multitask)
     say(f"train: {args.model} model{' + superclass head' if args.multitask else ''}, "
         f"{len(y_train)} train / {len(y_test)} test images, {epochs} epoch(s), batch "
-        f"{args.batch_size}, Adam lr {args.lr}, lam {args.lam}, device {args.device} -> "
-        f"{args.out}")
-    history = fit(model, train_set, test_set, epochs, optimizer, loss_fn=loss_fn,
+        f"{args.batch_size}{f' per rank × {group.world_size} ranks' if group else ''}, Adam lr "
+        f"{args.lr}, lam {args.lam}, device {args.device} -> {args.out}")
+    run = fit if group is None else functools.partial(distributed.fit_distributed, group)
+    history = run(model, train_set, test_set, epochs, optimizer, loss_fn=loss_fn,
                   batch_size=args.batch_size, device=args.device, seed=args.seed,
                   progress=not args.no_progress, checkpoint_path=checkpoint,
                   resume=args.resume, checkpoint_extra=data_config,
                   eval_batch_size=args.eval_batch_size,
-                  callbacks=[PrintEpochs(epochs)] if args.no_progress else ())
+                  callbacks=[PrintEpochs(epochs)] if args.no_progress and main else ())
+    if not main:
+        return None
     result = history.val_result       # None when a finished run was resumed: evaluate it now
     if result is None:
         result = evaluate_model(model, test_set, loss_fn, args.eval_batch_size)

@@ -25,7 +25,6 @@ Generation (:meth:`Captioner.generate`) writes one token at a time from ``<bos>`
 or by seeded sampling, and stops at ``<eos>``; a :class:`~minimm.nn.KVCache` per layer makes
 each step cost one token's work instead of the whole sequence's.
 """
-import inspect
 
 import numpy as np
 
@@ -110,13 +109,7 @@ def teacher_forcing(ids, lengths, bos_id=BOS_ID, eos_id=EOS_ID):
 
 def _token_cross_entropy(logits, targets):
     """Mean cross-entropy over the targets that are not ``IGNORE_INDEX``."""
-    if "ignore_index" in inspect.signature(F.cross_entropy).parameters:
-        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
-    # FALLBACK, until house-kernels brings F.cross_entropy(..., ignore_index=-100): the same
-    # mean over the kept rows only (removed at that merge)
-    xp = backend.get_array_module(targets)
-    keep = xp.nonzero(targets != IGNORE_INDEX)[0]
-    return F.cross_entropy(logits[keep], targets[keep])
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
 
 
 def caption_loss(model, batch):

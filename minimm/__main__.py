@@ -4,6 +4,7 @@
     python -m minimm bench [--batch-sizes 32,128] [--repeats N] [--no-torch] [--only image,text]
     python -m minimm train --data cifar-10-binary.tar.gz --model multimodal --out runs/mm
     python -m minimm evaluate --checkpoint runs/mm/model.npz --data cifar-10-binary.tar.gz
+    python -m minimm caption --checkpoint runs/captioner/model.npz --data ... --count 8
 
 Parsers and thin handlers: the work is done by library functions (``minimm.experiments``,
 ``minimm.bench``). Every number is checked by its argparse type before anything is loaded. A
@@ -92,6 +93,12 @@ def evaluate(args):
     print(json.dumps(json_safe(out), indent=2) if args.json else experiment.summary(out))
 
 
+def caption(args):
+    from .train import load_checkpoint
+    args.device = _device(args.device)
+    experiments.captioning.caption(args, load_checkpoint(args.checkpoint))
+
+
 def build_parser():
     parser = _Parser(prog="minimm", description="minimm: a from-scratch multimodal "
                      "deep-learning library (NumPy / CuPy)")
@@ -154,6 +161,8 @@ def build_parser():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     experiments.cifar10.add_data_arguments(p)
     p.set_defaults(func=evaluate)
+
+    experiments.captioning.add_caption_parser(sub).set_defaults(func=caption)
     return parser
 
 

@@ -28,15 +28,23 @@ def add_arguments(parser):
                                   "ViT and Transformer towers of --model clip)")
     g.add_argument("--mode", choices=MODES, default="multimodal",
                    help="--model transformer: patches and words, patches only or words only")
-    g.add_argument("--d-model", type=positive_int, default=128, help="token width")
-    g.add_argument("--depth", type=positive_int, default=4, help="encoder layers")
-    g.add_argument("--heads", type=positive_int, default=4, help="attention heads")
+    # shared with --model clip and --model captioner, which pick their own defaults
+    g.add_argument("--d-model", type=positive_int, default=None,
+                   help="token width (default 128; the captioner 64)")
+    g.add_argument("--depth", type=positive_int, default=None,
+                   help="encoder layers, or the captioner's decoder blocks (default 4; the "
+                        "captioner 2)")
+    g.add_argument("--heads", type=positive_int, default=None, help="attention heads (4)")
     g.add_argument("--patch-size", type=positive_int, default=4,
                    help="p: (32/p)² patches, 4 -> 64 tokens")
 
 
-def check_sizes(args):
-    """The encoder's options, checked before any data is loaded."""
+def check_sizes(args, d_model=128, depth=4, heads=4):
+    """The encoder's options, checked before any data is loaded; an option not given takes the
+    model's default here (the arguments)."""
+    for name, default in (("d_model", d_model), ("depth", depth), ("heads", heads)):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.d_model % args.heads:
         raise UsageError(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
     if 32 % args.patch_size:

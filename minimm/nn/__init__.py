@@ -10,3 +10,4 @@ from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d
 from .layers import (GELU, BatchNorm2d, Dropout, Embedding, LayerNorm, Linear, ReLU,
                      Sigmoid, Tanh)
 from .recurrent import LSTM
+from .decoder import CausalSelfAttention, DecoderBlock, KVCache, prefix_causal_mask

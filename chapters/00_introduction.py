@@ -8,7 +8,9 @@
 # finally used to train the article's image + text model on CIFAR-10.
 #
 # This chapter covers the article's §1–§2: what multimodal data and models are and the
-# architecture every chapter builds towards; then a tour of minimm and a map of the book.
+# architecture every chapter builds towards; then a tour of minimm, the notation every chapter
+# uses, a map of the book, and where the article's discussion sections (§6–§8, and the
+# appendix questions that are not built elsewhere) find their place.
 
 # %% [markdown]
 # ## 0.1 Multimodal data and multimodal models (article §1–§2)
@@ -104,7 +106,7 @@ plt.show()
 #
 # (The article's printed code does not run as printed — it never flattens the image
 # features and leaves `vocab_size`, `embedding_dim` and `load_data` undefined. Chapter 8
-# builds a version that runs.)
+# builds a version that runs, and measures it.)
 
 # %% [markdown]
 # ## 0.2 A tour of minimm
@@ -119,10 +121,10 @@ plt.show()
 # | 2 functional | `minimm/functional/` | every differentiable operation: math, shape, activations, conv, recurrent, attention, losses |
 # | 3 nn | `minimm/nn/` | `Module`, `Parameter`, layers that own parameters |
 # | 4 optim | `minimm/optim.py` | SGD (momentum, weight decay), Adam |
-# | 5 models | `minimm/models.py` | the article's multimodal model; later a small fusion Transformer |
-# | 6 training | `minimm/train.py`, `metrics.py`, `plot.py` | fit / evaluate / History, metrics, plots |
-# | data | `minimm/data/` | CIFAR-10 download and parsing; synthetic captions; batching |
-# | tools | `minimm/gradcheck.py`, `minimm/__main__.py` | numerical gradient checks; the command line |
+# | 5 models | `minimm/models/` | the article's multimodal model (`models/multimodal.py`), and the later chapters' models |
+# | 6 training | `minimm/train.py`, `metrics.py`, `callbacks.py`, `plot.py` | fit / evaluate / History, metrics, training callbacks, plots |
+# | data | `minimm/data/` | CIFAR-10 download and parsing; synthetic captions; the chapters' stand-in images; batching |
+# | tools | `minimm/gradcheck.py`, `minimm/viz.py`, `minimm/__main__.py` | numerical gradient checks; looking inside models; the command line |
 #
 # The book is written alongside the library, so not every layer may exist in your copy yet.
 # The cell below asks Python which modules are present, without importing the missing ones:
@@ -132,7 +134,8 @@ layers = [
     ("0 backend", "minimm.backend"), ("1 autograd", "minimm.autograd"),
     ("2 functional", "minimm.functional"), ("3 nn", "minimm.nn"), ("4 optim", "minimm.optim"),
     ("5 models", "minimm.models"), ("6 training", "minimm.train"), ("6 metrics", "minimm.metrics"),
-    ("data", "minimm.data"), ("tools", "minimm.gradcheck"), ("tools (CLI)", "minimm.__main__"),
+    ("6 callbacks", "minimm.callbacks"), ("data", "minimm.data"), ("tools", "minimm.gradcheck"),
+    ("tools (viz)", "minimm.viz"), ("tools (CLI)", "minimm.__main__"),
 ]
 present = {}
 for layer, module in layers:
@@ -190,27 +193,87 @@ print("array module:", mm.get_array_module(a).__name__, "| grad on", a.grad.devi
 print(mm.to_numpy(a.grad))
 
 # %% [markdown]
-# ## 0.5 Map of the book
+# ## 0.5 Notation
+#
+# One table for the whole book; every chapter uses these letters with these meanings.
+#
+# | symbol | meaning | where it first matters |
+# |---|---|---|
+# | $N$ | batch size: the samples in a mini-batch (or in a data set, in a mean over it); index $n$ | ch02, everywhere after |
+# | $x$, $x_n$ | an input (a vector, an image, a sequence); the $n$-th sample | ch01 |
+# | $y_n$, $\hat y_n$ | the true label of sample $n$; the predicted label $\arg\max_k p_{n,k}$ | ch02 |
+# | $K$ | number of classes; index $k$ (10 for CIFAR-10) | ch02 |
+# | $z$, $p$ | logits $z \in \mathbb{R}^K$ (scores before the softmax); probabilities $p = \operatorname{softmax}(z)$ | ch02 |
+# | $\ell$, $L$ | a loss term; the total loss that is minimised | ch02, ch07 |
+# | $\theta$, $\eta$ | all parameters; the learning rate | ch01, ch07 |
+# | $W$, $b$ | a weight matrix, stored (in, out) so that a layer is $xW + b$; a bias | ch02 |
+# | $\bar v$ | the gradient $\partial L/\partial v$ of the loss with respect to a tensor $v$ (same shape as $v$) | ch01 |
+# | $J$ | a Jacobian, $\bar x = J^\top \bar y$ | ch01 |
+# | $\odot$, $\sigma$ | elementwise product; the logistic sigmoid $1/(1+e^{-z})$ | ch04 |
+# | $C$, $H \times W$ | image channels, height and width: images are $(N, C, H, W)$ (and $W$ without a size is a weight) | ch03 |
+# | $C_{\text{out}}$, $k_h \times k_w$, $s$, $p$ | output channels, kernel size, stride, zero padding of a convolution | ch03 |
+# | $T$, $t$ | number of time steps of a sequence; the step | ch04 |
+# | $h_t$, $c_t$, $H$ | LSTM hidden and cell state at step $t$; the hidden size ($H$ as a size: hidden units) | ch04 |
+# | $i, f, g, o$ | the LSTM's input, forget, candidate and output gates (blocks of $z_t \in \mathbb{R}^{4H}$) | ch04 |
+# | $Q, K, V$ | queries, keys, values (matrices; $K$ as a matrix is the keys, as a count the classes) | ch05 |
+# | $L_q$, $L_k$ | number of queries and of keys (sequence lengths in attention) | ch05 |
+# | $d_k$, $d_v$, $d_\text{model}$ | key/query width, value width, the model width | ch05, ch06 |
+# | $h$, $W^Q_i, W^K_i, W^V_i, W^O$ | number of heads; head $i$'s projections and the output projection | ch06 |
+# | $M$ | number of tasks in the multi-task loss $\sum_{i=1}^{M}\ell_i + \lambda R(\theta)$ | ch07 |
+# | $\lambda$, $R(\theta)$ | regularisation strength; the regulariser ($\sum\theta^2$ or $\sum\lvert\theta\rvert$) | ch07 |
+# | $h^{\text{img}}$, $h^{\text{txt}}$ | image and text features of the multimodal model | ch08 |
+#
+# The article writes its multi-task loss as $\sum_{i=1}^{N}$ with $N$ the number of tasks;
+# this book keeps $N$ for the batch and writes $M$ for the tasks.
+#
+# ## 0.6 Map of the book
 #
 # | chapter | article section | teaches |
 # |---|---|---|
-# | 00 introduction | §1–§2 | multimodal data and models, the architecture, a tour of minimm |
+# | 00 introduction | §1–§2 (and pointers for §6–§8) | multimodal data and models, the architecture, a tour of minimm, the notation |
 # | 01 autograd | (foundation) | graphs, chain rule, topological order, gradient checks, higher-order gradients |
 # | 02 linear & softmax | §3.2 | linear models, softmax, cross-entropy, stable log-sum-exp |
 # | 03 convolution | §3.2 (CNN) | im2col / col2im, pooling |
-# | 04 LSTM | §3.2 (RNN) | gates, backpropagation through time, vanishing gradients |
+# | 04 LSTM | §3.2 (RNN), refs 5–6 | gates, backpropagation through time derived, vanishing gradients |
 # | 05 attention | §4.1.1, §4.2.1 | $\mathrm{softmax}(QK^\top/\sqrt{d_k})V$ and its backward; why $\sqrt{d_k}$ |
 # | 06 multi-head attention | §4.1.2, §4.2.2 | $\mathrm{Concat}(\text{head}_1,\dots,\text{head}_h)W^O$; per-head maps |
 # | 07 multi-task loss | §4.1.3, §4.2.3 | $L(\theta)=\sum_i \ell(y_i,\hat y_i)+\lambda R(\theta)$; a $\lambda$ sweep |
-# | 08 multimodal CIFAR-10 | §2.3, §3.2, §4.3, §5 | the article's model trained on CIFAR-10, accuracy curves |
-# | 09 evaluation | §9.4 | F1, confusion matrix, ROC/AUC |
-# | 10 efficiency | §9.5 | quantisation, pruning, GPU |
-# | 11 interpretability | §9.6 | graph drawing, attention maps, saliency |
-# | 12 multimodal Transformer | beyond (ViT) | image patches and words in one Transformer |
+# | 08 multimodal CIFAR-10 | §2.3, §3.2, §4.3, §5 | the article's model trained on CIFAR-10, accuracy curves, whom the fused model believes |
+# | 09 the multimodal Transformer | §3.1, ref. 3 (ViT) | image patches and words in one Transformer, [CLS], attention maps |
+# | 10 contrastive pretraining | beyond the article (CLIP) | symmetric InfoNCE, temperature, zero-shot classification |
+# | 11 image to text | beyond the article | a causal decoder, teacher forcing, sampling, a KV cache |
+# | 12 evaluation | §9.4 | accuracy, F1 from the confusion matrix, ROC/AUC, imbalance, calibration |
+# | 13 interpretability | §9.6 | graph drawing, saliency, Grad-CAM, attention maps, TensorBoard logs |
+# | 14 efficiency | §9.5 | quantisation, pruning, mixed precision, data parallelism |
+#
+# `chapters/README.md` lists the same chapters with their run times.
 #
 # Every chapter follows the same pattern: the article's section → intuition → derivation →
 # the code, imported from minimm → a gradient check → a small experiment with a plot →
 # summary and exercises. Each runs top to bottom in a quick mode (`MINIMM_QUICK=1`).
+#
+# ## 0.7 The article's discussion sections, and where their ideas are built
+#
+# The article's §6 (application scenarios), §7 (tools and resources), §8 (summary: trends and
+# challenges) and the appendix questions §9.1–§9.3 and §9.7 are discussion, not formulas or
+# code; this book does not restate them. Where they raise an idea that can be computed, it is
+# built here:
+#
+# | the article discusses | built in |
+# |---|---|
+# | applications: classifying an image with its text | chapter 8 (the case study), chapter 9 (one Transformer over both) |
+# | applications: retrieval across modalities, zero-shot recognition | chapter 10, *Contrastive pretraining* |
+# | applications: describing an image in words | chapter 11, *Image to text* |
+# | tools: deep-learning frameworks, GPUs | minimm itself (NumPy / CuPy, §0.4), compared with PyTorch in chapter 6 and the benchmarks |
+# | tools: visualising a model (TensorBoard, VisualDL) | chapter 13, *Interpretability* (graphs, TensorBoard event files) |
+# | challenges: noisy, weakly aligned data across modalities | chapter 8 (synthetic captions with a known share of wrong ones; whom the model believes) |
+# | challenges: robustness when one modality misleads or is missing | chapter 8 (modality dropout) |
+# | challenges: evaluating honestly | chapter 12, *Evaluation* (imbalance, calibration) |
+# | challenges: cost of training and inference | chapter 14, *Efficiency* |
+# | challenges: explaining a decision | chapter 13, *Interpretability* |
+#
+# What the book cannot show: anything about real multimodal data at scale. Its text is
+# synthetic, its models are small, and its numbers are about them.
 #
 # ## Summary
 #
@@ -219,6 +282,7 @@ print(mm.to_numpy(a.grad))
 # * minimm is a layered, readable library: backend → autograd → functional → nn → optim →
 #   models → training; NumPy or CuPy with the same code.
 # * The CIFAR-10 captions used later are synthetic.
+# * One notation table (§0.5) holds for every chapter: $N$ is always the batch size.
 #
 # ## Exercises
 #

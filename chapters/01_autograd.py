@@ -10,7 +10,7 @@
 # $\partial L / \partial \theta$ for *every* parameter $\theta$, and the models have hundreds of
 # thousands of them. Nobody derives those by hand: the library records how the loss was
 # computed and runs the chain rule backwards through that record. This chapter builds that
-# machinery's story with minimm's own engine, `minimm/autograd.py` (under 300 lines).
+# machinery's story with minimm's own engine, `minimm/autograd.py` (about 300 lines).
 #
 # What we will see:
 #
@@ -66,7 +66,8 @@ print("leaf?            :", x.is_leaf, x.creator)
 
 # %% [markdown]
 # A few lines walk the graph from the output and draw it as text. (Recursion is fine for a
-# drawing of a five-node graph; §1.3 explains why the engine itself must not recurse.)
+# drawing of a five-node graph; §1.3 explains why the engine itself must not recurse. Chapter
+# 13, *Interpretability*, draws the same graphs as pictures with `minimm.viz.draw_graph`.)
 
 # %%
 def draw(t, prefix="", last=True, drawn=None):
@@ -267,7 +268,10 @@ assert reused_grad == 7.0
 # Because the backward is written in differentiable operations, running it with recording on
 # (`create_graph=True`) builds a graph of the gradient itself — higher-order derivatives for
 # free (§1.7). With recording off (the default) it is plain array arithmetic. Here is the base
-# class, then three operations from `minimm/functional/`:
+# class, then three operations from `minimm/functional/`. The binary operations (`Add`, `Mul`,
+# …) share one `forward`, in their base class `_Binary`: it checks that the two shapes
+# broadcast and then calls the operation's own `compute(a, b)` — so `Mul` defines `compute`
+# (its forward on arrays) and `backward`:
 
 # %%
 print(inspect.getsource(mm.Function))
@@ -275,7 +279,7 @@ print(inspect.getsource(mm.Function))
 # %%
 from minimm.functional import activations, math as fmath
 
-for cls in (fmath.Mul, fmath.Exp, activations.Tanh):
+for cls in (fmath._Binary, fmath.Mul, fmath.Exp, activations.Tanh):
     print(inspect.getsource(cls))
 
 
@@ -477,6 +481,8 @@ ax.plot(xs, dy.numpy(), label="first derivative (autograd)")
 ax.plot(xs, closed_form, "k-", lw=3, alpha=0.25, label="−2 tanh x (1 − tanh² x)")
 ax.plot(xs[::len(xs) // 20], d2y.numpy()[::len(xs) // 20], "o", ms=4, color="tab:red", label="second derivative (autograd)")
 ax.set_xlabel("x")
+ax.set_ylabel("value")
+ax.set_title("tanh and its first two derivatives, by autograd and in closed form")
 ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 fig.tight_layout()
@@ -502,13 +508,13 @@ A = rng.standard_normal((n, n)); A = (A + A.T) / 2
 w0, v0 = rng.standard_normal(n), rng.standard_normal(n)
 
 
-def f_quartic(w):
+def f_cubic(w):
     return 0.5 * (w @ mm.tensor(A) @ w) + (w ** 3).sum()
 
 
 def gradient(w_array, create_graph=False):
     w = mm.tensor(w_array, requires_grad=True)
-    g, = mm.grad(f_quartic(w), [w], create_graph=create_graph)
+    g, = mm.grad(f_cubic(w), [w], create_graph=create_graph)
     return w, g
 
 
@@ -592,7 +598,7 @@ assert W.grad.dtype == np.float32            # float32 in, float32 gradient out
 #    $x^2$?
 # 4. Build a 10,000-step chain `h = h + x` (not `h * c`). What is $dh/dx$? How long does the
 #    backward take compared with the forward?
-# 5. Compute the full Hessian of `f_quartic` with $n$ Hessian-vector products (one per unit
+# 5. Compute the full Hessian of `f_cubic` with $n$ Hessian-vector products (one per unit
 #    vector) and compare it with $A + \operatorname{diag}(6w)$.
 # 6. Why does `Exp.backward` use `self.outputs()` rather than recomputing $e^x$? What would go
 #    wrong with `create_graph=True` if it used `y.data` instead?

@@ -14,10 +14,10 @@
 #
 # This chapter takes those three pieces apart:
 #
-# 1. the linear layer $y = xW + b$ and its gradients;
+# 1. the linear layer $z = xW + b$ and its gradients;
 # 2. softmax, and why the textbook formula overflows;
 # 3. the log-sum-exp trick, derived;
-# 4. cross-entropy and its famously simple gradient $\operatorname{softmax}(z) - \text{onehot}(t)$;
+# 4. cross-entropy and its famously simple gradient $\operatorname{softmax}(z) - \text{onehot}(y)$;
 # 5. a gradient check, and a softmax-regression experiment on synthetic data.
 
 # %%
@@ -38,25 +38,25 @@ print("minimm", mm.__version__, "| quick mode:", QUICK)
 # ## 2.1 The linear layer
 #
 # A linear layer maps a batch of $N$ feature vectors $x \in \mathbb{R}^{N\times d_{in}}$ to
-# $N$ score vectors:
+# $N$ score vectors (the logits $z$, when the layer is the classifier):
 #
-# $$ y = xW + b, \qquad W \in \mathbb{R}^{d_{in}\times d_{out}},\; b \in \mathbb{R}^{d_{out}}. $$
+# $$ z = xW + b, \qquad W \in \mathbb{R}^{d_{in}\times d_{out}},\; b \in \mathbb{R}^{d_{out}}. $$
 #
 # minimm stores $W$ as (in, out), so the formula reads left to right like the code
 # (PyTorch stores the transpose). For a loss $L$ with upstream gradient
-# $\bar y = \partial L/\partial y$, the chain rule gives, entry by entry
-# ($y_{nk} = \sum_j x_{nj} W_{jk} + b_k$):
+# $\bar z = \partial L/\partial z$, the chain rule gives, entry by entry
+# ($z_{nk} = \sum_j x_{nj} W_{jk} + b_k$):
 #
-# $$ \frac{\partial L}{\partial x} = \bar y\, W^\top, \qquad
-#    \frac{\partial L}{\partial W} = x^\top \bar y, \qquad
-#    \frac{\partial L}{\partial b} = \sum_n \bar y_{n}. $$
+# $$ \frac{\partial L}{\partial x} = \bar z\, W^\top, \qquad
+#    \frac{\partial L}{\partial W} = x^\top \bar z, \qquad
+#    \frac{\partial L}{\partial b} = \sum_n \bar z_{n}. $$
 #
 # The bias gradient is a sum over the batch because the same $b$ was broadcast to every row.
-# `F.linear` (in `minimm/functional/nn_ops.py`) is one `Function` whose backward is these three
+# `F.linear` (in `minimm/functional/dense.py`) is one `Function` whose backward is these three
 # lines, written with minimm's own differentiable operations:
 
 # %%
-print(inspect.getsource(F.nn_ops.Linear))
+print(inspect.getsource(F.dense.Linear))
 
 # %% [markdown]
 # `nn.Linear(d_in, d_out)` owns `W` and `b` and initialises them as PyTorch does:
@@ -65,18 +65,18 @@ print(inspect.getsource(F.nn_ops.Linear))
 # %%
 layer = nn.Linear(4, 3, rng=rng)
 x = mm.tensor(rng.standard_normal((5, 4)).astype(np.float32))   # (N=5, d_in=4)
-y = layer(x)                                                      # (5, 3)
-print("W", layer.W.shape, "b", layer.b.shape, "->", y.shape, y.dtype)
+z = layer(x)                                                      # (5, 3)
+print("W", layer.W.shape, "b", layer.b.shape, "->", z.shape, z.dtype)
 print("max |W| =", float(np.abs(layer.W.numpy()).max()), "<= 1/sqrt(4) =", 0.5)
-np.testing.assert_allclose(y.numpy(), x.numpy() @ layer.W.numpy() + layer.b.numpy(), rtol=1e-6)
+np.testing.assert_allclose(z.numpy(), x.numpy() @ layer.W.numpy() + layer.b.numpy(), rtol=1e-6)
 
 
 # %% [markdown]
 # ## 2.2 Softmax, and why the textbook formula breaks
 #
-# Softmax turns $C$ scores into a probability distribution:
+# Softmax turns $K$ scores into a probability distribution:
 #
-# $$ \operatorname{softmax}(z)_i = \frac{e^{z_i}}{\sum_{j=1}^{C} e^{z_j}}. $$
+# $$ \operatorname{softmax}(z)_i = \frac{e^{z_i}}{\sum_{j=1}^{K} e^{z_j}}. $$
 #
 # Every output is positive and they sum to one; the largest score gets the largest share, and
 # adding the same constant to every score changes nothing, because
@@ -118,7 +118,7 @@ print("minimm :", F.softmax(mm.tensor(z)).numpy())   # subtracts the row maximum
 # $$ \log\sum_j e^{z_j} = \log\Big(e^{m}\sum_j e^{z_j - m}\Big)
 #    = m + \log\sum_j e^{z_j - m}, \qquad m = \max_j z_j. $$
 #
-# The sum inside is between 1 and $C$, so its log is between 0 and $\log C$: nothing overflows
+# The sum inside is between 1 and $K$, so its log is between 0 and $\log K$: nothing overflows
 # and nothing underflows to $\log 0$. Its derivative is the softmax itself,
 # $\partial/\partial z_i \log\sum_j e^{z_j} = e^{z_i}/\sum_j e^{z_j}$.
 
@@ -132,17 +132,17 @@ print("logsumexp    :", F.logsumexp(mm.tensor(z), axis=-1).numpy(), "≈ max =",
 # %% [markdown]
 # ## 2.4 Cross-entropy and its gradient
 #
-# With labels $t_n \in \{0,\dots,C-1\}$, the mean cross-entropy over a batch is the average
+# With labels $y_n \in \{0,\dots,K-1\}$, the mean cross-entropy over a batch is the average
 # negative log-probability of the right class:
 #
-# $$ L = -\frac{1}{N}\sum_{n=1}^{N} \log \operatorname{softmax}(z_n)_{t_n}
-#      = \frac{1}{N}\sum_n \Big(\log\sum_j e^{z_{nj}} - z_{n t_n}\Big). $$
+# $$ L = -\frac{1}{N}\sum_{n=1}^{N} \log \operatorname{softmax}(z_n)_{y_n}
+#      = \frac{1}{N}\sum_n \Big(\log\sum_j e^{z_{nj}} - z_{n y_n}\Big). $$
 #
 # Differentiate the bracket with respect to $z_{ni}$: the first term gives
-# $\operatorname{softmax}(z_n)_i$ (previous section), the second gives $1$ when $i = t_n$. So
+# $\operatorname{softmax}(z_n)_i$ (previous section), the second gives $1$ when $i = y_n$. So
 #
 # $$ \frac{\partial L}{\partial z_{ni}} = \frac{1}{N}\Big(\operatorname{softmax}(z_n)_i
-#    - [\,i = t_n\,]\Big) = \frac{1}{N}\big(p_n - \text{onehot}(t_n)\big)_i . $$
+#    - [\,i = y_n\,]\Big) = \frac{1}{N}\big(p_n - \text{onehot}(y_n)\big)_i . $$
 #
 # The gradient is "prediction minus truth": it pushes probability towards the right class and
 # away from the others, and it is bounded ($|p - y| \le 1$) however wrong the model is.
@@ -178,10 +178,10 @@ print("max |grad - (p - onehot)/N| =", ce_grad_error)
 X_small = rng.standard_normal((5, 3))
 W_small = rng.standard_normal((3, 4))
 b_small = rng.standard_normal(4)
-t_small = rng.integers(0, 4, size=5)
-mm.gradcheck(lambda X, W, b: F.cross_entropy(F.linear(X, W, b), t_small),
+y_small = rng.integers(0, 4, size=5)
+mm.gradcheck(lambda X, W, b: F.cross_entropy(F.linear(X, W, b), y_small),
              [X_small, W_small, b_small])
-mm.gradgradcheck(lambda X, W, b: F.cross_entropy(F.linear(X, W, b), t_small),
+mm.gradgradcheck(lambda X, W, b: F.cross_entropy(F.linear(X, W, b), y_small),
                  [X_small, W_small, b_small])
 print("gradcheck and gradgradcheck passed")
 
@@ -230,15 +230,22 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
 ax1.plot(losses)
 ax1.set_xlabel("gradient step")
 ax1.set_ylabel("cross-entropy (train)")
-ax1.set_title("training loss")
+ax1.set_title("training loss (full batch of 600 points)")
 
 gx, gy = np.meshgrid(np.linspace(-4, 4, 200), np.linspace(-4, 5, 200))
 grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
 with mm.no_grad():
     regions = model(mm.tensor(grid)).numpy().argmax(axis=1).reshape(gx.shape)
-ax2.contourf(gx, gy, regions, alpha=0.25, levels=[-0.5, 0.5, 1.5, 2.5], cmap="viridis")
-ax2.scatter(X_test[:, 0], X_test[:, 1], c=y_test, s=10, cmap="viridis")
-ax2.set_title(f"decision regions, test accuracy {test_accuracy:.2f}")
+colors = ["tab:blue", "tab:orange", "tab:green"]
+ax2.contourf(gx, gy, regions, alpha=0.2, levels=[-0.5, 0.5, 1.5, 2.5], colors=colors)
+for k in range(3):
+    sel = y_test == k
+    ax2.scatter(X_test[sel, 0], X_test[sel, 1], s=10, color=colors[k],
+                label=f"class {k} (shaded: predicted {k})")
+ax2.set_xlabel("feature $x_1$")
+ax2.set_ylabel("feature $x_2$")
+ax2.legend(fontsize=8, loc="upper right")
+ax2.set_title(f"decision regions and test points, test accuracy {test_accuracy:.2f}")
 plt.tight_layout()
 plt.show()
 
@@ -250,12 +257,12 @@ plt.show()
 #
 # ## Summary
 #
-# - A linear layer is $y = xW + b$; its gradients are $\bar y W^\top$, $x^\top \bar y$ and the
-#   batch sum of $\bar y$.
+# - A linear layer is $z = xW + b$; its gradients are $\bar z W^\top$, $x^\top \bar z$ and the
+#   batch sum of $\bar z$.
 # - Softmax is invariant to shifting all logits, so subtracting the maximum makes it overflow-free.
 # - $\log\sum_j e^{z_j} = m + \log\sum_j e^{z_j - m}$ keeps log-probabilities finite; minimm's
 #   `log_softmax`, `logsumexp` and `cross_entropy` all use it.
-# - Cross-entropy's gradient with respect to the logits is $(p - \text{onehot}(t))/N$.
+# - Cross-entropy's gradient with respect to the logits is $(p - \text{onehot}(y))/N$.
 # - Softmax regression is the article's prediction module with an identity feature extractor.
 #
 # ## Exercises

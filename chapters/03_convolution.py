@@ -112,7 +112,7 @@ print(y_loops.shape, "max |difference| =", np.abs(y_mm.numpy() - y_loops).max())
 
 # %%
 print(inspect.getsource(conv_impl._window))
-print(inspect.getsource(conv_impl._im2col_array))
+print(inspect.getsource(conv_impl.im2col_array))
 
 # %%
 # A tiny example: one 1-channel 3x4 image, 2x2 kernel, stride 1 -> 2x3 outputs, 6 columns of 4
@@ -123,11 +123,12 @@ print("col shape (N, C·kh·kw, OH·OW):", col.shape)
 print(col.numpy()[0])          # column q is the window under output pixel q, row-major
 
 # %% [markdown]
-# `minimm.functional.conv2d` fuses these steps in one `Function` (`Conv2d`). Depending on the
-# shapes it stores the columns per image, $(N, K, P)$, or for the whole batch, $(K, N P)$ —
-# one big product is faster when images are small and channels many (see the docstring of
-# `Conv2d.choose_layout` and `tools/bench_conv.py`). A composed twin, `conv2d_simple`, is
-# built from the differentiable `im2col`, `reshape` and `matmul`; it is the test oracle:
+# The readable convolution, `conv2d_simple`, is exactly these steps composed from the
+# differentiable `im2col`, `reshape` and `matmul`. `F.conv2d` computes the same numbers with a
+# fused `Function` that lives off the teaching path, in `minimm/functional/conv_fast.py`:
+# depending on the shapes it stores the columns per image, $(N, K, P)$, or for the whole batch,
+# $(K, N P)$ — one big product is faster when images are small and channels many (see
+# `conv_fast.choose_layout` and `benchmarks/NOTES.md`). `conv2d_simple` is its test oracle:
 
 # %%
 print(inspect.getsource(F.conv2d_simple))
@@ -186,13 +187,27 @@ print(inspect.getsource(conv_impl.Col2im))
 #     \frac{\partial L}{\partial Y}\Big).
 # $$
 #
-# `Conv2d.backward` writes exactly these with minimm's differentiable operations, so a
-# convolution can be differentiated twice (`create_graph=True`). It also skips what nobody
-# needs: the first layer's input is the image, which needs no gradient, so neither the product
-# $W_2^\top \partial L/\partial Y$ nor col2im runs for it.
+# In `conv2d_simple` nobody writes them: they *are* the backward of its pieces — `matmul`'s
+# backward gives $\partial L/\partial Y\,\operatorname{col}^\top$ and
+# $W_2^\top\,\partial L/\partial Y$, and `Im2col`'s backward is col2im. The fused `Conv2d` in
+# `conv_fast.py` writes the three formulas in one backward with minimm's differentiable
+# operations (so it can be differentiated twice, `create_graph=True`) and skips what nobody
+# needs: the first layer's input is the image, which needs no gradient, so neither
+# $W_2^\top \partial L/\partial Y$ nor col2im runs for it. Both give the same gradients:
 
 # %%
-print(inspect.getsource(conv_impl.Conv2d.backward))
+x64 = rng.standard_normal((2, 3, 6, 5))
+W64 = rng.standard_normal((4, 3, 3, 3))
+b64 = rng.standard_normal(4)
+g_up = rng.standard_normal((2, 4, 4, 3))
+grads = {}
+for name, conv in (("fused", F.conv2d), ("composed", F.conv2d_simple)):
+    ts = [mm.tensor(a, dtype=np.float64, requires_grad=True) for a in (x64, W64, b64)]
+    conv(*ts).backward(mm.tensor(g_up, dtype=np.float64))
+    grads[name] = [t.grad.numpy() for t in ts]
+for label, gf, gc in zip(("dL/dx", "dL/dW", "dL/db"), grads["fused"], grads["composed"]):
+    print(f"{label}: shape {gf.shape}, max |fused - composed| = {np.abs(gf - gc).max():.1e}")
+    assert np.allclose(gf, gc, atol=1e-12)
 
 # %% [markdown]
 # ## 3.4 Pooling
@@ -298,7 +313,7 @@ print("speed-ups:", [f"{s:.0f}x" for s in speedups])
 # The speed-up grows with the image: the loop pays Python's overhead per output pixel, im2col
 # pays it per kernel offset (9 times) and hands the arithmetic to BLAS. In a real network on
 # this CPU the remaining cost is mostly *moving data* (building columns, col2im, transposes)
-# rather than arithmetic; `tools/bench_conv.py` times each phase against PyTorch.
+# rather than arithmetic; `benchmarks/phases.py --part image` times each phase.
 
 # %% [markdown]
 # ## 3.7 Experiment 2: what a convolution sees
@@ -332,10 +347,12 @@ axes[0, 0].imshow(image[0].transpose(1, 2, 0))
 axes[0, 0].set_title("input 32x32")
 for ax, ch, title in [(axes[0, 1], 0, "Sobel horizontal"), (axes[0, 2], 1, "Sobel vertical"),
                       (axes[0, 3], 2, "random kernel 2")]:
-    ax.imshow(maps.numpy()[0, ch], cmap="gray")
+    im = ax.imshow(maps.numpy()[0, ch], cmap="gray")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="ReLU(conv) output")
     ax.set_title(f"{title} (30x30)")
 for ax, ch in zip(axes[1], [0, 1, 3, 4]):
-    ax.imshow(pooled.numpy()[0, ch], cmap="gray")
+    im = ax.imshow(pooled.numpy()[0, ch], cmap="gray")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="max-pooled output")
     ax.set_title(f"channel {ch} pooled (15x15)")
 for ax in axes.ravel():
     ax.axis("off")
@@ -390,7 +407,7 @@ print("image features:", features.shape, features.dtype)
 #    matter in training?
 # 5. Express `avg_pool2d` with kernel $k$ and stride $k$ as a convolution with a fixed
 #    weight. What is that weight, and what are its input and output channels?
-# 6. Run `python tools/bench_conv.py --profile` and find the phase that costs the most for
+# 6. Run `python benchmarks/phases.py --part image` and find the phase that costs the most for
 #    each layer. Is it arithmetic or data movement?
 
 # %%

@@ -14,7 +14,9 @@
 # 1. the plain RNN and backpropagation through time (BPTT);
 # 2. why its gradients vanish (or explode);
 # 3. the LSTM's gates and its additive cell state;
-# 4. minimm's implementation, checked against a NumPy transcription and by finite differences;
+# 4. the LSTM's backward pass (BPTT) derived step by step, and minimm's implementation checked
+#    against a NumPy transcription of the forward and of that derivation, and by finite
+#    differences;
 # 5. an experiment: $\lVert \partial h_T/\partial h_t \rVert$ against $t$ for a tanh RNN and an
 #    LSTM;
 # 6. variable-length sequences.
@@ -108,43 +110,124 @@ print(inspect.getsource(F.lstm_cell))
 # %% [markdown]
 # `nn.LSTM(input_size, hidden_size)` owns $W$ (in, 4H), $U$ (H, 4H) and $b$ (4H), initialised
 # from $U(-1/\sqrt H, 1/\sqrt H)$ as in PyTorch, and runs batch-first sequences
-# $(B, T, \text{in})$. For speed its forward is one fused `Function` for the whole sequence:
+# $(N, T, \text{in})$. For speed its forward is one fused `Function` for the whole sequence:
 # $xW + b$ for all steps in one matrix product, then the loop over time on raw arrays, and a
-# backward that is BPTT written out — the formulas in its docstring:
+# backward that is BPTT written out by hand. Here is that backward, derived.
+#
+# ### The LSTM's backward pass, step by step
+#
+# Let $L$ be the loss. Going backwards in time, suppose we know at step $t$
+#
+# * $\delta h_t = \partial L/\partial h_t$: what the loss wants from $h_t$ — from the output at
+#   step $t$ (if the loss reads it) plus what step $t+1$ sends back through $h_t U$;
+# * $\delta c_t$: what step $t+1$ sends back through $c_{t+1} = f_{t+1}\odot c_t + \dots$
+#   (zero at the last step).
+#
+# We walk the step's four lines in reverse, each time by the chain rule for elementwise
+# products ($y = a \odot b \Rightarrow \bar a = \bar y \odot b$).
+#
+# **Output** $h_t = o_t \odot \tanh c_t$. The output gate gets
+# $\delta o_t = \delta h_t \odot \tanh c_t$, and the cell gets a second contribution on top of
+# the one from the future, through $\tanh' = 1 - \tanh^2$:
+#
+# $$\hat\delta c_t = \delta c_t + \delta h_t \odot o_t \odot (1 - \tanh^2 c_t) .$$
+#
+# **Cell** $c_t = f_t\odot c_{t-1} + i_t \odot g_t$. Four products, four gradients:
+#
+# $$\delta i_t = \hat\delta c_t \odot g_t, \qquad \delta g_t = \hat\delta c_t \odot i_t, \qquad
+# \delta f_t = \hat\delta c_t \odot c_{t-1}, \qquad
+# \delta c_{t-1} = \hat\delta c_t \odot f_t .$$
+#
+# The last one is the *constant error carousel*: the gradient reaches $c_{t-1}$ multiplied by the
+# forget gate only — no weight matrix, no squashing derivative.
+#
+# **Gates** $i = \sigma(z_i)$, $f = \sigma(z_f)$, $o = \sigma(z_o)$, $g = \tanh(z_g)$, with
+# $\sigma' = \sigma(1-\sigma)$ and $\tanh' = 1 - \tanh^2$ written through the outputs:
+#
+# $$\delta z_t = \bigl[\,\delta i_t \odot i_t(1-i_t),\;\; \delta f_t \odot f_t(1-f_t),\;\;
+# \delta g_t \odot (1 - g_t^2),\;\; \delta o_t \odot o_t(1-o_t)\,\bigr] \in \mathbb{R}^{N\times 4H}.$$
+#
+# **Pre-activation** $z_t = x_t W + h_{t-1} U + b$: the linear layer of chapter 2, used at every
+# step with the same weights, so the weight gradients *sum over time*:
+#
+# $$\frac{\partial L}{\partial x_t} = \delta z_t W^\top, \qquad
+# \delta h_{t-1} \mathrel{+}= \delta z_t U^\top, \qquad
+# \frac{\partial L}{\partial W} = \sum_t x_t^\top \delta z_t, \qquad
+# \frac{\partial L}{\partial U} = \sum_t h_{t-1}^\top \delta z_t, \qquad
+# \frac{\partial L}{\partial b} = \sum_t \sum_n (\delta z_t)_n .$$
+#
+# The "$+=$" is because $h_{t-1}$ also feeds the output at step $t-1$. That is all of BPTT for
+# the LSTM: run the forward, keep $i, f, g, o, c$ of every step, then apply these lines for
+# $t = T, \dots, 1$. The path through $h$ multiplies by $U^\top$ and the gate derivatives
+# at every step (the plain RNN's problem again); the path through $c$ only by $f$.
+#
+# Below, the derivation transcribed in NumPy — written here, not taken from the library — and
+# compared with the gradients minimm's fused `LSTMSequence` computes (`F.lstm`). Its
+# `backward` is the same lines on arrays (the library's docstring lists them).
 
 # %%
-print(inspect.getdoc(F.recurrent.LSTMSequence))
+def lstm_forward_numpy(X, W, U, b):
+    # the forward of §4.3, keeping what the backward needs: gates and states of every step
+    N, T, _ = X.shape
+    H = U.shape[0]
+    h, c = np.zeros((N, H)), np.zeros((N, H))
+    cache = []
+    for t in range(T):
+        z = X[:, t] @ W + h @ U + b
+        i, f = 1 / (1 + np.exp(-z[:, :H])), 1 / (1 + np.exp(-z[:, H:2 * H]))
+        g, o = np.tanh(z[:, 2 * H:3 * H]), 1 / (1 + np.exp(-z[:, 3 * H:]))
+        c_next = f * c + i * g
+        cache.append((h, c, i, f, g, o, c_next))
+        h, c = o * np.tanh(c_next), c_next
+    return h, cache
+
+
+def lstm_backward_numpy(X, W, U, cache, dh_T):
+    # BPTT exactly as derived above, for a loss that reads h_T only (δh_T given, δc_T = 0)
+    dW, dU, db = np.zeros_like(W), np.zeros_like(U), np.zeros(W.shape[1])
+    dX = np.zeros_like(X)
+    dh, dc = dh_T, np.zeros_like(dh_T)
+    for t in reversed(range(X.shape[1])):
+        h_prev, c_prev, i, f, g, o, c = cache[t]
+        do = dh * np.tanh(c)
+        dc = dc + dh * o * (1 - np.tanh(c) ** 2)                  # δc_t with the output's share
+        di, dg, df = dc * g, dc * i, dc * c_prev
+        dz = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g ** 2),
+                             do * o * (1 - o)], axis=1)           # δz_t  (N, 4H)
+        dX[:, t] = dz @ W.T
+        dW += X[:, t].T @ dz
+        dU += h_prev.T @ dz
+        db += dz.sum(axis=0)
+        dh, dc = dz @ U.T, dc * f                                # to step t − 1: δh, carousel
+    return dX, dW, dU, db
+
+
+N, T, I, H = 3, 5, 4, 6
+X = rng.standard_normal((N, T, I))
+W, U, b = (rng.standard_normal(s) * 0.5 for s in [(I, 4 * H), (H, 4 * H), (4 * H,)])
+v_out = rng.standard_normal((N, H))                               # L = <v, h_T>
+h_T_np, cache = lstm_forward_numpy(X, W, U, b)
+by_hand = lstm_backward_numpy(X, W, U, cache, v_out)
+
+Xt, Wt, Ut, bt = (mm.tensor(a, requires_grad=True) for a in (X, W, U, b))
+_, (h_T_mm, _) = F.lstm(Xt, Wt, Ut, bt)
+(h_T_mm * mm.tensor(v_out)).sum().backward()
+bptt_errors = {name: float(np.abs(t.grad.numpy() - ref).max())
+               for name, t, ref in zip(("x", "W", "U", "b"), (Xt, Wt, Ut, bt), by_hand)}
+print("max |derivation − minimm|:", bptt_errors)
+bptt_error = max(bptt_errors.values())
 
 
 # %% [markdown]
 # ## 4.4 Checking the implementation
 #
-# First against a NumPy transcription of the equations above, written here from scratch; then
-# the fused sequence against the composed one; then by finite differences in float64
-# (`gradgradcheck` checks second derivatives too).
+# The gradients agree with the derivation; now the forward. The NumPy transcription above
+# against the fused sequence and the composed one (a loop of `lstm_cell`); then the gradients
+# once more, by finite differences in float64 (`gradgradcheck` checks second derivatives too).
 
 # %%
-def sigmoid_np(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def lstm_numpy(X, W, U, b):
-    B, T, _ = X.shape
-    H = U.shape[0]
-    h, c = np.zeros((B, H)), np.zeros((B, H))
-    for t in range(T):
-        z = X[:, t] @ W + h @ U + b
-        i, f = sigmoid_np(z[:, :H]), sigmoid_np(z[:, H:2 * H])
-        g, o = np.tanh(z[:, 2 * H:3 * H]), sigmoid_np(z[:, 3 * H:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-    return h, c
-
-
-B, T, I, H = 3, 5, 4, 6
-X = rng.standard_normal((B, T, I))
-W, U, b = (rng.standard_normal(s) * 0.5 for s in [(I, 4 * H), (H, 4 * H), (4 * H,)])
-h_ref, c_ref = lstm_numpy(X, W, U, b)
+h_ref = h_T_np
+c_ref = cache[-1][-1]                                             # c_T
 _, (h_fused, c_fused) = F.lstm(X, W, U, b)
 _, (h_comp, _) = F.lstm_simple(X, W, U, b)
 max_err = max(np.abs(h_fused.numpy() - h_ref).max(), np.abs(c_fused.numpy() - c_ref).max(),
@@ -175,9 +258,9 @@ print("gradcheck (cell, and 5-step sequences with lengths) and gradgradcheck pas
 
 # %%
 T_long = 40 if QUICK else 80
-B, I, H = 16, 8, 32
-X = rng.standard_normal((B, T_long, I)).astype(np.float32)
-v = mm.tensor(rng.standard_normal((B, H)).astype(np.float32))
+N, I, H = 16, 8, 32
+X = rng.standard_normal((N, T_long, I)).astype(np.float32)
+v = mm.tensor(rng.standard_normal((N, H)).astype(np.float32))
 
 
 def rnn_state_gradients(X, v):
@@ -186,10 +269,10 @@ def rnn_state_gradients(X, v):
     W = mm.tensor(gen.uniform(-bound, bound, (I, H)).astype(np.float32), requires_grad=True)
     U = mm.tensor(gen.uniform(-bound, bound, (H, H)).astype(np.float32), requires_grad=True)
     b = mm.tensor(gen.uniform(-bound, bound, H).astype(np.float32), requires_grad=True)
-    h = mm.tensor(np.zeros((B, H), np.float32))
+    h = mm.tensor(np.zeros((N, H), np.float32))
     states = []
     for t in range(X.shape[1]):
-        h = F.tanh(F.linear(mm.tensor(X[:, t]), W, b) + h @ U)   # (B, H)
+        h = F.tanh(F.linear(mm.tensor(X[:, t]), W, b) + h @ U)   # (N, H)
         states.append(h)
     deltas = mm.grad((h * v).sum(), states)
     return np.array([np.linalg.norm(d.numpy()) for d in deltas])
@@ -198,7 +281,7 @@ def rnn_state_gradients(X, v):
 def lstm_state_gradients(X, v, forget_bias):
     lstm = nn.LSTM(I, H, rng=np.random.default_rng(1))
     lstm.b.data[H:2 * H] += forget_bias                          # the f block of b
-    h = c = mm.tensor(np.zeros((B, H), np.float32))
+    h = c = mm.tensor(np.zeros((N, H), np.float32))
     hs, cs = [], []
     for t in range(X.shape[1]):
         h, c = F.lstm_cell(mm.tensor(X[:, t]), h, c, lstm.W, lstm.U, lstm.b)
@@ -266,7 +349,10 @@ print("outputs at its padded steps:\n", out.numpy()[1, 3:])
 #   gradient path is multiplied only by the forget gate; with $f \approx 1$ it carries errors
 #   over long distances (Hochreiter & Schmidhuber 1997).
 # - Initialisation matters: a forget-gate bias of 1 or more keeps gradients alive at the start.
-# - minimm's `nn.LSTM` runs a fused BPTT for speed, with the composed cell as its oracle, and
+# - BPTT for the LSTM, derived: $\delta o = \delta h\odot\tanh c$,
+#   $\hat\delta c = \delta c + \delta h\odot o\odot(1-\tanh^2 c)$, $\delta c_{t-1} = \hat\delta c\odot f$,
+#   the gate derivatives give $\delta z_t$, and $\partial L/\partial U = \sum_t h_{t-1}^\top\delta z_t$.
+# - minimm's `nn.LSTM` runs that fused BPTT for speed, with the composed cell as its oracle, and
 #   handles padded batches with `lengths`.
 #
 # ## Exercises
@@ -282,12 +368,15 @@ print("outputs at its padded steps:\n", out.numpy()[1, 3:])
 #    and an LSTM ($b_f = 1$) on it with `optim.Adam`. Which learns it?
 # 5. Why must the *outputs* at padded steps be masked separately from the *state*? (Hint: what
 #    would the model see if you averaged the outputs over time?)
+# 6. Extend `lstm_backward_numpy` to return $\partial L/\partial h_0$ and $\partial L/\partial c_0$
+#    and to accept a loss on *every* output $h_t$ (a $\delta h$ per step, added as the derivation
+#    says). Check it against `F.lstm` with `h0`, `c0` given as Tensors that require a gradient.
 
 # %%
 # The chapter's own results, in quick mode too
 rnn = norms["tanh RNN"]
 lstm_open = norms["LSTM, forget bias 3"]
-assert max_err < 1e-12
+assert max_err < 1e-12 and bptt_error < 1e-12
 assert rnn[0] < 1e-4 * rnn[-1]                  # the RNN's gradient has vanished
 assert lstm_open[0] > 1e-2 * lstm_open[-1]      # the LSTM with an open forget gate keeps it
 assert lstm_open[0] > 1e3 * rnn[0]

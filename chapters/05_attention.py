@@ -115,11 +115,11 @@ print("matches NumPy:", np.allclose(O.numpy(), (E / E.sum(-1, keepdims=True)) @ 
 # softmax is *saturated* (one weight ≈ 1, the rest ≈ 0), $A \odot(\bar A - \ldots)$ is ≈ 0 —
 # the gradient cannot get through. §5.6 comes back to this.
 #
-# minimm's `MaskedSoftmax.backward` is the middle formula, verbatim; the matrix products'
+# minimm's `Softmax.backward` is the middle formula, verbatim; the matrix products'
 # backward gives the other two. Let us check the hand derivation against minimm's autograd:
 
 # %%
-print(inspect.getsource(F.attention.MaskedSoftmax.backward))
+print(inspect.getsource(F.activations.Softmax.backward))
 
 d_k = 6
 q, k, v = rng.standard_normal((4, d_k)), rng.standard_normal((5, d_k)), rng.standard_normal((5, 3))
@@ -233,10 +233,14 @@ titles = ["std of the scores", "mean largest weight per row",
 for j, ax in enumerate(axes):
     for name, style in (("scaled", "o-"), ("unscaled", "s--")):
         ax.plot(d_ks, res[name][:, j], style, label=f"{name}")
-    ax.set_xscale("log", base=2); ax.set_xlabel("$d_k$"); ax.set_title(titles[j])
+    ax.set_xscale("log", base=2); ax.set_xlabel("$d_k$ (query/key width)"); ax.set_title(titles[j])
 axes[0].plot(d_ks, np.sqrt(d_ks), ":", color="gray", label=r"$\sqrt{d_k}$")
 axes[0].set_yscale("log", base=2)
 axes[2].set_yscale("log")
+axes[0].set_ylabel("standard deviation of $s_{ij}$")
+axes[1].set_ylabel("$\\max_j a_{ij}$, mean over rows")
+axes[2].set_ylabel(r"$\|\partial L/\partial s_i\|$, median over rows")
+axes[1].legend()
 axes[0].legend(); axes[2].legend()
 plt.tight_layout(); plt.show()
 
@@ -267,7 +271,7 @@ for d_k, s, u in zip(d_ks, res["scaled"], res["unscaled"]):
 # ## Exercises
 #
 # 1. Show that adding the same constant $c_i$ to every score of row $i$ leaves the weights
-#    unchanged. Which line of `MaskedSoftmax.forward` relies on this?
+#    unchanged. Which line of `Softmax.forward` relies on this?
 # 2. Prove that permuting the keys and the values with the same permutation leaves the output
 #    unchanged. What does this imply for word order, and how do positional encodings
 #    (`nn.SinusoidalPositionalEncoding`) restore it?

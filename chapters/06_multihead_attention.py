@@ -53,17 +53,17 @@ print("minimm", mm.__version__, "| quick mode:", QUICK)
 #
 # ## 6.2 Split, attend, concatenate, project — by hand
 #
-# A batch of $B=2$ sequences of length 5, $d_\text{model}=8$, $h=2$ heads of $d_k=4$:
+# A batch of $N=2$ sequences of length 5, $d_\text{model}=8$, $h=2$ heads of $d_k=4$:
 
 # %%
-B, L, d_model, h = 2, 5, 8, 2
+N, L, d_model, h = 2, 5, 8, 2
 d_k = d_model // h
 mha = nn.MultiHeadAttention(d_model, h, rng=np.random.default_rng(0))
-x = mm.tensor(rng.standard_normal((B, L, d_model)), dtype=np.float32)   # Q = K = V = x
+x = mm.tensor(rng.standard_normal((N, L, d_model)), dtype=np.float32)   # Q = K = V = x
 
-# 1. project (all heads at once) and split: (B, L, d_model) -> (B, h, L, d_k)
+# 1. project (all heads at once) and split: (N, L, d_model) -> (N, h, L, d_k)
 def split(t):
-    return t.reshape(B, L, h, d_k).transpose(0, 2, 1, 3)
+    return t.reshape(N, L, h, d_k).transpose(0, 2, 1, 3)
 
 Qh = split(x @ mha.W_q + mha.b_q)                        # Q W_i^Q for every i
 Kh = split(x @ mha.W_k + mha.b_k)
@@ -71,10 +71,10 @@ Vh = split(x @ mha.W_v + mha.b_v)
 print("per-head queries:", Qh.shape)
 
 # 2. attend: the head axis is just one more batch axis for scaled_dot_product_attention
-heads, weights = F.scaled_dot_product_attention(Qh, Kh, Vh)          # (B, h, L, d_k)
+heads, weights = F.scaled_dot_product_attention(Qh, Kh, Vh)          # (N, h, L, d_k)
 
-# 3. concatenate: (B, h, L, d_k) -> (B, L, h·d_k)
-concat = heads.transpose(0, 2, 1, 3).reshape(B, L, d_model)
+# 3. concatenate: (N, h, L, d_k) -> (N, L, h·d_k)
+concat = heads.transpose(0, 2, 1, 3).reshape(N, L, d_model)
 
 # 4. project with W^O
 by_hand = concat @ mha.W_o + mha.b_o
@@ -192,7 +192,7 @@ class TwoRelations(nn.Module):
         self.read_first = nn.Linear(d_model, vocab, rng=rng)
 
     def forward(self, ids):
-        x = self.pos(self.tok(ids))                           # (B, L, d_model)
+        x = self.pos(self.tok(ids))                           # (N, L, d_model)
         z = self.attn(x, x, x)
         return self.read_prev(z), self.read_first(z)
 
@@ -226,26 +226,30 @@ mean_weights = model.attn.attn_weights.mean(axis=0)   # (h, L, L), mean over 512
 print(f"accuracy: previous token {acc_prev:.3f}, first token {acc_first:.3f}")
 
 # %%
-fig, axes = plt.subplots(1, 2 * h + 1, figsize=(17, 3.6),
+fig, axes = plt.subplots(1, 2 * h + 1, figsize=(18, 3.8),
                          gridspec_kw={"width_ratios": [1.3] + [1] * (2 * h)})
 hist = np.array(history)
 axes[0].plot(hist[:, 0], label="previous token"); axes[0].plot(hist[:, 1], label="first token")
 axes[0].set_yscale("log"); axes[0].set_xlabel("step")
+axes[0].set_ylabel("cross-entropy per task")
 axes[0].set_title("training loss"); axes[0].legend()
 for i in range(h):
     for j, (w, when) in enumerate(((before[i], "untrained"), (mean_weights[i], "trained"))):
         ax = axes[1 + 2 * i + j]
-        ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
+        im = ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"head {i + 1}, {when}")
         ax.set_xlabel("key position"); ax.set_ylabel("query position")
-plt.tight_layout(); plt.show()
+fig.colorbar(im, ax=axes[1:].tolist(), fraction=0.015, label="attention weight $a_{ij}$")
+plt.show()
 
 # %% [markdown]
 # Before training both heads spread their weight almost uniformly. After training one head puts
 # its weight on **column 0** (every query looks at the first token) and the other on the
 # **sub-diagonal** (query $i$ looks at key $i-1$; query 0 at the last key) — nobody told them
 # which head should do what. Which head takes which job depends on the random initialisation.
-# Chapter 11 draws the same maps for the multimodal model.
+# Chapter 13, *Interpretability*, reads the same `.attn_weights` from a small fusion
+# Transformer — which image patches and caption words its [CLS] token attends to — and
+# chapter 9, *The multimodal Transformer*, builds the full model of that kind.
 
 # %%
 first_score = mean_weights[:, :, 0].mean(axis=1)                     # weight on key 0, per head

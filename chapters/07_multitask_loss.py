@@ -4,9 +4,11 @@
 # The third formula of the article **"多模态大模型：技术原理与实战"** (§4.1.3, explained in
 # §4.2.3) is the objective a multimodal model is trained on:
 #
-# $$L(\theta) = \sum_{i=1}^{N} \ell(y_i, \hat y_i) + \lambda R(\theta).$$
+# $$L(\theta) = \sum_{i=1}^{M} \ell(y_i, \hat y_i) + \lambda R(\theta).$$
 #
-# Each of the $N$ tasks the model solves contributes its own loss $\ell(y_i, \hat y_i)$ — for
+# (The article writes the number of tasks as $N$; this book keeps $N$ for the batch size, see the
+# notation table of chapter 0, and writes $M$.) Each of the $M$ tasks the model solves
+# contributes its own loss $\ell(y_i, \hat y_i)$ — for
 # the CIFAR-10 model of chapter 8, the ten-class label *and* the animal-vs-vehicle label of the
 # same image — and a **regulariser** $R(\theta)$, weighted by $\lambda \ge 0$, penalises large
 # parameters. This chapter
@@ -82,7 +84,7 @@ terms_error = abs(total.item() - sum(v.item() for v in terms.values()))
 #
 # The derivative of a sum is the sum of the derivatives:
 #
-# $$\frac{\partial L}{\partial \theta} = \sum_{i=1}^N \frac{\partial \ell_i}{\partial\theta}
+# $$\frac{\partial L}{\partial \theta} = \sum_{i=1}^M \frac{\partial \ell_i}{\partial\theta}
 # + \lambda \frac{\partial R}{\partial\theta}, \qquad
 # \frac{\partial R_2}{\partial\theta} = 2\theta, \qquad
 # \frac{\partial R_1}{\partial\theta} = \operatorname{sign}(\theta).$$
@@ -247,8 +249,8 @@ print(f"best validation loss at λ = {sweep[best, 0]:g}")
 #    or worse than when both tasks are trained together? What does this say about sharing?
 # 4. Regularise everything (`model.parameters()` instead of the module). Does it change the
 #    curves noticeably here? Construct a case where regularising a LayerNorm's scale hurts.
-# 5. The article writes the sum over $i = 1..N$. Derive what changes if one uses the *mean*
-#    over tasks instead, and how $\lambda$ must be rescaled to keep the same minimiser.
+# 5. The article writes the sum over the tasks $i = 1..M$. Derive what changes if one uses the
+#    *mean* over tasks instead, and how $\lambda$ must be rescaled to keep the same minimiser.
 
 # %%
 # The chapter's own results, in quick mode too

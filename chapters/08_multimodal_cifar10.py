@@ -8,16 +8,20 @@
 # with batch 32, and then plots the accuracy curves (§5.4). Every piece has its own chapter
 # already — convolution (3), LSTM (4), the loss (2, 7), Adam — so this one puts them together:
 #
-# 1. the architecture of §2.3 and where each box lives in `minimm/models.py`;
+# 1. the architecture of §2.3 and where each box lives in `minimm/models/multimodal.py`;
 # 2. the steps of §3.2: preprocess (normalise the images, tokenise the captions), extract
 #    features, fuse, predict — with the tensor shape printed at every stage;
 # 3. a gradient check of the **whole** model, every parameter of both branches;
 # 4. training with `minimm.train.fit` of three models — image only, text only, fused — and the
-#    §5.4 curves, the test accuracies side by side and the fused model's confusion matrix (§9.4);
-# 5. what the full-size run gives.
+#    §5.4 curves, the test accuracies side by side and the fused model's confusion matrix;
+# 5. what the fused model does when the caption is *wrong* — it follows the text — measured
+#    per caption kind against the Bayes-optimal combination, and *modality dropout* as an
+#    experiment that tries to reduce that reliance;
+# 6. the full-size run, and the article's reported 92.34 %.
 #
 # Nothing here is new library code: the model is `minimm.models.MultiModalModel`, the training
-# loop `minimm.train.fit`, the plots `minimm.plot`, the data `minimm.data`.
+# loop `minimm.train.fit`, the plots `minimm.plot`, the data `minimm.data` (the images through
+# `minimm.data.standin`, which finds a local CIFAR-10 or builds the stand-in).
 
 # %%
 import os
@@ -31,7 +35,7 @@ import minimm as mm
 from minimm import functional as F
 from minimm import metrics
 from minimm import plot as mmplot
-from minimm.data import CLASSES, captions, cifar10
+from minimm.data import CLASSES, captions, standin
 from minimm.models import MultiModalModel
 from minimm.experiments.cifar10 import Objective, caption_dataset
 from minimm.train import evaluate, fit
@@ -74,53 +78,25 @@ print("minimm", mm.__version__, "| quick mode:", QUICK)
 #
 # **Images.** The chapter uses the real CIFAR-10 only if you already have it: a path in the
 # environment variable `MINIMM_CIFAR10` (the archive `cifar-10-binary.tar.gz` or its extracted
-# folder), or the archive in minimm's cache `~/.cache/minimm/` (where
-# `python -m minimm train --download` puts it). It never downloads anything. Otherwise — and
-# always in quick mode — it builds a small **stand-in** with the same shapes: uint8 images
-# $3\times32\times32$ in 10 classes, where the class sets a colour and the orientation of a
-# stripe pattern, drowned in strong pixel noise so that an image-only model does *not* reach
-# 100 %.
+# folder), or the archive in minimm's cache `~/.cache/minimm/` (where the `--download` option
+# of the `train` command puts it); then it takes the first 10,000 training and 2,000 test
+# images and trains 3 epochs. It never downloads anything. Otherwise — and always
+# in quick mode — `minimm.data.standin` builds a small **stand-in** with the same shapes: uint8
+# images $3\times32\times32$ in 10 classes, where the class sets a colour and the orientation
+# of a stripe pattern, drowned in strong pixel noise so that an image-only model does *not*
+# reach 100 %.
 
 # %%
-def find_cifar10():
-    # a local copy the user already has, or None; never the network
-    candidates = [os.environ.get("MINIMM_CIFAR10"),
-                  os.path.join(cifar10.cache_dir(), cifar10.ARCHIVE_NAME),
-                  os.path.join(cifar10.cache_dir(), cifar10.FOLDER_NAME)]
-    return next((p for p in candidates if p and os.path.exists(os.path.expanduser(p))), None)
-
-
-def stand_in_images(n, seed, noise=180.0):
-    # (n, 3, 32, 32) uint8 images and int64 labels: class c = a colour + stripes at angle (c mod 5)·36°
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    palette = np.array([[230, 60, 60], [60, 200, 60], [60, 60, 230], [220, 220, 60],
-                        [200, 60, 200], [60, 200, 200], [240, 140, 40], [140, 80, 40],
-                        [150, 150, 150], [30, 30, 30]], dtype=np.float64)
-    yy, xx = np.mgrid[0:32, 0:32]
-    angle = (labels % 5) * np.pi / 5
-    phase = rng.uniform(0, 2 * np.pi, n)
-    stripes = np.sin(0.8 * (np.cos(angle)[:, None, None] * xx
-                            + np.sin(angle)[:, None, None] * yy) + phase[:, None, None])
-    colour = 0.5 * rng.uniform(60, 180, (n, 3, 1, 1)) + 0.5 * palette[labels][:, :, None, None]
-    images = colour + 50 * stripes[:, None] + noise * rng.standard_normal((n, 3, 32, 32))
-    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
-
-
-path = None if QUICK else find_cifar10()
+(x_train, y_train), (x_test, y_test), path = standin.case_study_images(
+    QUICK, real=(10_000, 2_000), stand_in=(6_000, 1_000), quick_sizes=(2_000, 500), seed=SEED)
+N_TRAIN, N_TEST = len(y_train), len(y_test)
+EPOCHS = 3 if path is not None else (2 if QUICK else 4)
 if path is not None:
-    N_TRAIN, N_TEST, EPOCHS = 10_000, 2_000, 3
-    (x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(path=path, download=False)
-    x_train, y_train = x_train[:N_TRAIN], y_train[:N_TRAIN]
-    x_test, y_test = x_test[:N_TEST], y_test[:N_TEST]
-    print(f"real CIFAR-10 from {path}: {len(y_train)} train / {len(y_test)} test images")
+    print(f"real CIFAR-10 from {path}: {N_TRAIN} train / {N_TEST} test images")
 else:
-    N_TRAIN, N_TEST, EPOCHS = (2_000, 500, 2) if QUICK else (6_000, 1_000, 4)
-    x_train, y_train = stand_in_images(N_TRAIN, seed=100 + SEED)
-    x_test, y_test = stand_in_images(N_TEST, seed=200 + SEED)
     print("NOTE: this is a SYNTHETIC STAND-IN for CIFAR-10, not the real data"
           + (" (quick mode)" if QUICK else " (no local copy found; set MINIMM_CIFAR10)") + ":")
-    print(f"  {len(y_train)} train / {len(y_test)} test images, the class coded by colour and "
+    print(f"  {N_TRAIN} train / {N_TEST} test images, the class coded by colour and "
           f"stripe angle plus noise. The accuracies below are about this stand-in.")
 print("images", x_train.shape, x_train.dtype, "| labels", y_train.shape, y_train.dtype,
       "| class counts", np.bincount(y_train, minlength=10))
@@ -130,7 +106,7 @@ print("images", x_train.shape, x_train.dtype, "| labels", y_train.shape, y_train
 # row as trained; real data: two images per class
 rows = [x_train, x_train]
 if path is None:
-    rows[0] = stand_in_images(N_TRAIN, seed=100 + SEED, noise=0.0)[0]   # same draws, no noise
+    rows[0] = standin.stand_in_images(N_TRAIN, seed=100 + SEED, noise=0.0)[0]  # no noise
 fig, axes = plt.subplots(2, 10, figsize=(12, 2.8))
 for c in range(10):
     i, j = np.flatnonzero(y_train == c)[:2]
@@ -163,9 +139,10 @@ print(x.dtype, x.shape, "| channel means", x.numpy().mean(axis=(0, 2, 3)).round(
 # $$\text{acc}_{\text{text}}^{\max} = p_{\text{true}} + \frac{1 - p_{\text{true}} - p_{\text{wrong}}}{10}
 # = 0.5 + 0.03 = 0.53 .$$
 #
-# These captions test the plumbing and the fusion, not language understanding: the image has to
-# settle the 50 % of captions that name nothing or the wrong class. The test captions are drawn
-# with another seed than the training ones.
+# These captions test the plumbing and the fusion, not language understanding. Where a caption
+# names nothing (30 %), only the image can decide; where it names a wrong class (20 %), image
+# and text disagree and the model must choose whom to believe — §8.6 measures whom it believes.
+# The test captions are drawn with another seed than the training ones.
 
 # %%
 print("text alone can reach at most", captions.text_only_accuracy())
@@ -343,11 +320,10 @@ plt.tight_layout(); plt.show()
 # The text-only model stays near its ceiling of 0.53 however long it trains (on a few hundred
 # test images it can land a little above it: the share of true captions is itself random); the
 # image-only model is limited by what the CNN can read from the pixels; the fused model beats
-# both, because the two sources make *different* mistakes. When the caption names the true
-# class (half the time), the text is nearly decisive; when it names nothing or a wrong class,
-# the image has to decide. The confusion matrix of the fused model (§9.4: `metrics.confusion_matrix`,
-# `plot.plot_confusion_matrix`) shows where it still errs (on the real CIFAR-10, expect the familiar
-# confusions among similar animals such as cat ↔ dog, and between automobile and truck):
+# both, because the two sources make *different* mistakes. The confusion matrix of the fused
+# model (`metrics.confusion_matrix`, `plot.plot_confusion_matrix`; chapter 12, *Evaluation*,
+# takes these numbers apart) shows where it still errs — on the real CIFAR-10, expect the
+# familiar confusions among similar animals such as cat ↔ dog, and between automobile and truck:
 
 # %%
 fused = results["multimodal"]
@@ -358,34 +334,193 @@ display(mmplot.plot_confusion_matrix(cm, CLASSES, normalize=True,
                                      title="Fused model: confusion matrix (rows = true class)"))
 
 # %% [markdown]
-# Which captions does the image rescue? Split the test set by the kind of caption each image got:
+# ## 8.6 Whom does the fused model believe? (caption kinds, modality dropout)
+#
+# Split the test set by the kind of caption each image got, and add one more column: for the
+# captions that name a class, how often the prediction **is the class the caption names**
+# ("follows text"). On a wrong caption, following the text is an error.
 
 # %%
-_, test_kinds, _ = captions.make_captions(y_test, seed=SEED + 1, return_kinds=True)
-print(f"{'caption kind':>14} {'share':>6} {'image':>7} {'text':>7} {'fused':>7}")
-for kind, label in ((captions.TRUE, "true class"), (captions.WRONG, "wrong class"),
-                    (captions.NONE, "no class")):
-    sel = test_kinds == kind
-    row = [(results[m]["predictions"][sel] == y_test[sel]).mean() for m in results]
-    print(f"{label:>14} {sel.mean():>6.2f} " + " ".join(f"{a:>7.3f}" for a in row))
+_, test_kinds, test_named = captions.make_captions(y_test, seed=SEED + 1, return_kinds=True)
+KINDS = ((captions.TRUE, "true class"), (captions.WRONG, "wrong class"),
+         (captions.NONE, "no class"))
+
+
+def by_kind(predictions):
+    # accuracy per caption kind, and on wrong captions the share that predicts the named class
+    acc = {label: float((predictions[test_kinds == k] == y_test[test_kinds == k]).mean())
+           for k, label in KINDS}
+    wrong = test_kinds == captions.WRONG
+    return acc, float((predictions[wrong] == test_named[wrong]).mean())
+
+
+def print_by_kind(rows):
+    print(f"{'model':>22} " + " ".join(f"{label:>12}" for _, label in KINDS)
+          + f" {'all':>7} {'follows a wrong caption':>24}")
+    for name, predictions in rows.items():
+        acc, follows = by_kind(predictions)
+        print(f"{name:>22} " + " ".join(f"{acc[label]:>12.3f}" for _, label in KINDS)
+              + f" {(predictions == y_test).mean():>7.3f} {follows:>24.3f}")
+
+
+print("share of test captions:", {label: round(float((test_kinds == k).mean()), 3)
+                                  for k, label in KINDS})
+predictions = {m: results[m]["predictions"] for m in ("image", "text", "multimodal")}
+print_by_kind(predictions)
 
 # %% [markdown]
-# ## 8.6 At full scale
+# Read the "wrong class" column. One might hope that where image and caption disagree, "the
+# image decides" — it does not. The fused model follows the wrong caption much of the time, and
+# on those images it does clearly *worse than the image-only model*: on the real CIFAR-10
+# (10,000 training images, 3 epochs) this chapter printed 0.308 for the fused model against
+# 0.554 for the image-only model, the fused model predicting the caption's wrong class for
+# half (0.498) of those images. It pays for that on 20 % of the images and wins on the 50 %
+# with a true caption, where it is almost always right (0.968).
 #
-# The same model, data pipeline and training loop run from the command line on all 50 000
-# training images, the article's 10 epochs, batch 32, Adam $10^{-3}$:
+# **Is that trust irrational?** The caption noise is known, so we can compute what an ideal
+# fusion would do. If image and caption are independent given the class, Bayes' rule gives
+#
+# $$p(y \mid x^{\text{img}}, x^{\text{txt}}) \;\propto\; p(y \mid x^{\text{img}})\;
+# p(x^{\text{txt}} \mid y), \qquad
+# p(\text{caption names } c \mid y) = \begin{cases} p_{\text{true}} = 0.5 & y = c\\
+# p_{\text{wrong}}/9 \approx 0.022 & y \neq c\end{cases}$$
+#
+# (a caption that names no class is equally likely under every $y$, so it changes nothing). A
+# caption naming $c$ multiplies the odds of $c$ by $0.5/0.022 = 22.5$: the ideal fusion *should*
+# follow the caption unless the image is very sure. Below, this product rule is applied to the
+# image-only model's softmax probabilities — no training, just the formula — as a reference
+# for the learned fusion.
+
+# %%
+LR = captions.P_TRUE / (captions.P_WRONG / 9)              # likelihood ratio of a named class
+P_img = results["image"]["probabilities"].astype(np.float64)
+likelihood = np.ones_like(P_img)
+named_rows = np.flatnonzero(test_kinds != captions.NONE)
+likelihood[named_rows, test_named[named_rows]] = LR
+bayes = (P_img * likelihood).argmax(axis=1)
+predictions["Bayes: image × caption"] = bayes
+print(f"a named class multiplies its odds by {LR:.1f}")
+print_by_kind(predictions)
+
+# %% [markdown]
+# Compare the learned fused model with the Bayes row. If the fused model follows wrong captions
+# *more* often than the Bayes rule does — with the same image evidence available — it
+# over-trusts the text; if about as often, its trust is what the caption noise warrants, and the
+# price on wrong captions is the price of the gain on true ones. On the real data the run
+# printed: the fused model follows 0.498 of the wrong captions, the Bayes rule 0.483; on wrong
+# captions the fused model scores 0.308, the Bayes rule 0.340, and overall 0.701 against
+# 0.715. So the fused model over-trusts the text a little, and most of what it loses on wrong
+# captions any good fusion loses: a caption that names a class is right 71 % of the time, and
+# an image branch at 0.54 is rarely sure enough to overrule it. (The Bayes row is only as good
+# as the image model's probabilities: chapter 12, *Evaluation*, checks whether they are
+# calibrated.)
+#
+# ### Modality dropout: can the reliance on the text be reduced?
+#
+# Concatenation lets the head weigh the two "votes" $h^{\text{img}}W_{\text{img}}$ and
+# $h^{\text{txt}}W_{\text{txt}}$, and gradient descent puts weight where the loss falls fastest:
+# early in training the caption is by far the easier signal, so the image branch is trained
+# mostly on the residual errors the text leaves. **Modality dropout** removes the text for a
+# random share $p$ of the training samples — `MultiModalModel(..., text_dropout=p)` zeroes
+# their text features in training mode (never at test time) — so that on those samples the
+# image has to do the whole job. We train the fused model again with $p = 0.5$, same seed,
+# data and settings:
+
+# %%
+P_DROP = 0.5
+m_drop = MultiModalModel(len(vocab), mode="multimodal", text_dropout=P_DROP,
+                         rng=np.random.default_rng(SEED))
+t0 = time.perf_counter()
+histories["dropout"] = fit(m_drop, train, test, epochs=EPOCHS, batch_size=32,
+                           loss_fn=Objective(),
+                           optimizer=mm.optim.Adam(m_drop.parameters(), lr=1e-3),
+                           progress=False, seed=SEED)
+times["dropout"] = time.perf_counter() - t0
+results["dropout"] = evaluate(m_drop, test, Objective())
+predictions[f"fused, text dropout {P_DROP:g}"] = results["dropout"]["predictions"]
+print(f"text dropout {P_DROP}: test accuracy per epoch",
+      [round(a, 3) for a in histories["dropout"].history["val_accuracy"]],
+      f"| {times['dropout']:.1f} s")
+print_by_kind(predictions)
+
+# %%
+rows = ["image", "multimodal", "Bayes: image × caption", f"fused, text dropout {P_DROP:g}"]
+fig, ax = plt.subplots(figsize=(10, 4))
+width = 0.2
+for j, name in enumerate(rows):
+    acc_kind, _ = by_kind(predictions[name])
+    xs = np.arange(len(KINDS)) + (j - 1.5) * width
+    bars = ax.bar(xs, [acc_kind[label] for _, label in KINDS], width, label=name)
+    ax.bar_label(bars, fmt="%.2f", fontsize=7)
+ax.set_xticks(np.arange(len(KINDS)), [f"caption names the {label}" if label != "no class"
+                                      else "caption names no class" for _, label in KINDS])
+ax.set(ylabel="test accuracy", ylim=(0, 1.1),
+       title="Accuracy by caption kind: whom does each model believe?")
+ax.legend(fontsize=8, ncol=2)
+plt.tight_layout(); plt.show()
+
+follows = {name: by_kind(predictions[name])[1] for name in rows}
+print("share of wrong captions followed:", {k: round(v, 3) for k, v in follows.items()})
+
+# %% [markdown]
+# What to read from the plot (the numbers differ from run to run, and between the stand-in
+# and the real data, so read your own output):
+#
+# * on **true** captions every model that sees the text is nearly perfect;
+# * on **wrong** captions the fused model's accuracy falls towards — or below — the image-only
+#   model's, because it follows the caption;
+# * modality dropout trains a head that has also had to classify without the text, so its image
+#   branch is stronger; whether that lowers the share of wrong captions followed, and at what
+#   cost on true captions and overall, is exactly what the last column and the bars measure.
+#   On the real data the run printed: with $p = 0.5$ the share of wrong captions followed fell
+#   from 0.498 to 0.458 and the accuracy on them rose from 0.308 to 0.342 (the Bayes rule's
+#   level), for 0.968 → 0.956 on true captions and 0.701 → 0.697 overall — the reliance can be
+#   reduced, a little, at almost no cost; it cannot and should not vanish. A model that
+#   followed the text *less* than the Bayes row would lose overall accuracy: with these
+#   captions some reliance on the text is correct.
+#
+# The lesson is general: a fused model learns the reliability of each modality *in the training
+# data*. If the test data's text is less reliable than the training data's (a shift the model
+# never saw), it will over-trust the text; dropping a modality in training is one cheap way to
+# keep each branch able to stand on its own.
+
+# %% [markdown]
+# ## 8.7 At full scale, and the article's 92.34 %
+#
+# The same model, data pipeline and training loop run from the command line on all 50,000
+# training images, the article's 10 epochs, batch 32, Adam $10^{-3}$ (`--data` is the archive,
+# or its extracted folder; `--download` fetches it once into the cache instead):
 #
 # ```
-# python -m minimm train --model multimodal --epochs 10      # --data PATH or --download
+# python -m minimm train --data cifar-10-binary.tar.gz --model multimodal --epochs 10 --out runs/multimodal
 # ```
 #
-# On a 2-core CPU (NumPy) this reached **test accuracy 0.792 in 660 s** (macro F1 0.793). After
-# only 1 epoch on 10 000 real images, the three models reached **image 0.435, text 0.525,
-# fused 0.636** — the same ordering as above: text near its 0.53 ceiling already, the small CNN
-# far from done, and fusion clearly ahead of both. Expect the image-only CNN to end around
-# 0.65–0.75 after 10 epochs, and the fused model above it by roughly the share of images whose
-# caption names the true class and the CNN gets wrong. On a GPU (`--device cuda`, CuPy) the same
-# code runs unchanged.
+# It writes `runs/multimodal/history.json`, `metrics.json`, `model.npz` and the plots. On a
+# 2-core CPU (NumPy) this reached **test accuracy 0.792 in 660 s** (macro F1 0.793; the run
+# the project README reports). This chapter's own run on 10,000 real images gave, after 1 and
+# after 3 epochs: **image 0.450 → 0.537, text 0.528 → 0.529, fused 0.638 → 0.701** — text at
+# its 0.53 ceiling from the first epoch, the small CNN far from done, and fusion clearly ahead
+# of both. On a GPU (`--device cuda`, CuPy) the same code runs unchanged.
+#
+# **The article reports 92.34 % test accuracy for its model on CIFAR-10 (§4.3).** minimm's
+# version of that model measures 0.792 after the same 10 epochs. We cannot reproduce the
+# article's figure, and it should be read with care:
+#
+# * the article's code does not run as printed (no flatten, undefined `vocab_size`,
+#   `embedding_dim` and `load_data`), so the figure cannot come from that code, and the article
+#   does not say what text accompanied the images — CIFAR-10 has none;
+# * its image branch is a three-layer CNN with 93,248 weights (counted in §8.3) and no
+#   augmentation; trained alone, minimm's reaches the image-only accuracy printed in §8.5
+#   (0.537 after 3 epochs on a fifth of the data) — a network this small, trained this
+#   briefly, is far from reading 92 % from CIFAR-10's pixels, and the fused model's gain over
+#   it comes from the captions;
+# * with captions, the accuracy is set by the captions: ours name the true class half the time
+#   and reach 0.792 fused; captions derived from the labels more often would push the number up
+#   towards 100 % without the model seeing more in the images. A fused accuracy is meaningless
+#   without the text's own accuracy beside it — here the text-only ceiling is 0.53.
+#
+# So the honest comparison is not 0.792 against 92.34 %, but each model against its inputs:
+# the image-only, text-only and fused rows above, all measured.
 
 # %%
 best_single = max(acc["image"], acc["text"])
@@ -395,6 +530,10 @@ print({k: round(v, 3) for k, v in acc.items()}, "| best single branch", round(be
 assert acc["multimodal"] > 0.2, acc
 assert acc["multimodal"] > acc["text"] + 0.1, acc
 assert acc["multimodal"] >= best_single - 0.05, acc
+# the Bayes rule is a valid fusion: it uses the text, so it beats the image alone overall
+assert (bayes == y_test).mean() > acc["image"], (bayes == y_test).mean()
+# with text dropout the model still fuses: above the text-only model
+assert results["dropout"]["accuracy"] > acc["text"] + 0.1, results["dropout"]["accuracy"]
 
 # %% [markdown]
 # ## Summary
@@ -409,7 +548,11 @@ assert acc["multimodal"] >= best_single - 0.05, acc
 # * The gradient of the loss with respect to every parameter of the composed model agrees with
 #   finite differences.
 # * Trained with `fit` (Adam $10^{-3}$, batch 32), fusion by concatenation beats both single
-#   branches: each modality covers the other's failures. On the real data: 0.792 after 10 epochs.
+#   branches: each modality covers the other's failures. On the real data: 0.792 after 10 epochs
+#   (the article's 92.34 % is not reproducible and says nothing without the text's accuracy).
+# * Where the caption is wrong, the fused model follows it: it has learned how reliable the text
+#   is in training. The Bayes product $p(y\mid x^{\text{img}})\,p(x^{\text{txt}}\mid y)$ says how
+#   much trust is warranted; modality dropout (`text_dropout`) is a training-time lever on it.
 #
 # ## Exercises
 #
@@ -419,15 +562,26 @@ assert acc["multimodal"] >= best_single - 0.05, acc
 # 2. **Adversarial captions.** Set `p_wrong > p_true`. What does the text-only model learn now?
 #    Does the fused model learn to *distrust* the text? Look at the head's weights: compare the
 #    norms of the first 512 rows (image) and the last 128 (text) of `model.head.W`.
-# 3. **Attention fusion.** Replace concatenation with cross-attention (chapter 6): project the
+# 3. **A shift in the text.** Train with the default captions, then test with
+#    `caption_dataset(x_test, y_test, p_true=0.3, p_wrong=0.4)`. Compare the fused model, the
+#    dropout model and the Bayes rule (with the *training* likelihood ratio, then the test one).
+# 4. **How much dropout?** Sweep `text_dropout` over 0, 0.25, 0.5, 0.75 and plot overall
+#    accuracy and the share of wrong captions followed against it.
+# 5. **Attention fusion.** Replace concatenation with cross-attention (chapter 6): project the
 #    text feature to a query and the image's $2\times2$ feature map (before `Flatten`) to 4 keys
 #    and values with `nn.MultiHeadAttention`, and classify from the result. Compare accuracy and
 #    parameter count.
-# 4. **Multi-task head.** Build `MultiModalModel(len(vocab), num_superclasses=2)` and train it
+# 6. **Multi-task head.** Build `MultiModalModel(len(vocab), num_superclasses=2)` and train it
 #    with `caption_dataset(..., superlabels=True)` and `fit(..., loss_fn=Objective(lam=1e-4))`
 #    — the objective $\sum_i \ell_i + \lambda R(\theta)$ of chapter 7. Does the vehicle/animal
 #    task help the 10-class accuracy? Sweep `lam`.
-# 5. **Padding.** Encode the captions with `padding="pre"` and train the text model *without*
+# 7. **Padding.** Encode the captions with `padding="pre"` and train the text model *without*
 #    `lengths`. Why does post-padding need the lengths, and what goes wrong without them?
-# 6. **Full scale.** Run `python -m minimm train --model image --epochs 10` and the same with
-#    `--model text` and `--model multimodal`; plot the three `history.json` curves together.
+# 8. **Full scale.** Train the three models from the command line and plot the three
+#    `history.json` curves together:
+#
+#    ```
+#    python -m minimm train --data cifar-10-binary.tar.gz --model image --epochs 10 --out runs/image
+#    python -m minimm train --data cifar-10-binary.tar.gz --model text --epochs 10 --out runs/text
+#    python -m minimm train --data cifar-10-binary.tar.gz --model multimodal --epochs 10 --out runs/multimodal
+#    ```

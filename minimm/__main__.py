@@ -1,12 +1,12 @@
 """The command line: ``python -m minimm <command>`` (or ``minimm <command>`` once installed).
 
     python -m minimm demo                      # train a tiny classifier in seconds, no download
-    python -m minimm bench [--batch-sizes 32,128] [--repeats N] [--no-torch] [--only image,text]
     python -m minimm train --data cifar-10-binary.tar.gz --model multimodal --out runs/mm
     python -m minimm evaluate --checkpoint runs/mm/model.npz --data cifar-10-binary.tar.gz
+    python -m minimm caption --checkpoint runs/captioner/model.npz --data ... --count 8
 
-Parsers and thin handlers: the work is done by library functions (``minimm.experiments``,
-``minimm.bench``). Every number is checked by its argparse type before anything is loaded. A
+Parsers and thin handlers: the work is done by library functions (``minimm.experiments``); the
+benchmarks are scripts outside the package (``python benchmarks/bench.py``). Every number is checked by its argparse type before anything is loaded. A
 user's mistake, found by argparse or raised anywhere as :class:`minimm.UsageError`, is printed
 by :func:`main` as one line ``error: ...`` on stderr, without a traceback, exit code 2. A model
 kind for ``train --model`` is registered in an experiments module (see minimm.experiments).
@@ -18,10 +18,9 @@ import sys
 
 import numpy as np
 
-from . import experiments
+from . import distributed, experiments
 from .errors import UsageError
-from .experiments import (names, non_negative_int, positive_float, positive_int,
-                          positive_ints)
+from .experiments import non_negative_int, positive_float, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,16 +53,6 @@ def demo(args):
     run_demo(args.steps, args.hidden, args.lr, args.seed, _device(args.device))
 
 
-def bench(args):
-    from .bench import run_benchmarks
-    device = _device(args.device)
-    try:
-        run_benchmarks(args.batch_sizes, args.repeats, use_torch=not args.no_torch,
-                       only=args.only, device=device, seed=args.seed)
-    except ValueError as e:                   # an unknown benchmark name, for instance
-        raise UsageError(str(e)) from e
-
-
 def train(args):
     from .train import NonFiniteLossError
     args.device = _device(args.device)
@@ -92,6 +81,12 @@ def evaluate(args):
     print(json.dumps(json_safe(out), indent=2) if args.json else experiment.summary(out))
 
 
+def caption(args):
+    from .train import load_checkpoint
+    args.device = _device(args.device)
+    experiments.captioning.caption(args, load_checkpoint(args.checkpoint))
+
+
 def build_parser():
     parser = _Parser(prog="minimm", description="minimm: a from-scratch multimodal "
                      "deep-learning library (NumPy / CuPy)")
@@ -105,18 +100,6 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=demo)
-
-    p = sub.add_parser("bench", help="time train steps of the reference models (side by side "
-                                     "with PyTorch if installed)")
-    p.add_argument("--batch-sizes", type=positive_ints, default=[32, 128], metavar="B1,B2")
-    p.add_argument("--repeats", type=positive_int, default=10,
-                   help="timed steps per model (median)")
-    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
-    p.add_argument("--only", type=names, default=None, metavar="NAME,...",
-                   help="benchmarks to run (default: all registered: image, text, fused, …)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.set_defaults(func=bench)
 
     p = sub.add_parser("train", help="train a model of a case study (default: the article's "
                                      "§4.3/§5.2 model on CIFAR-10 with synthetic captions)")
@@ -139,6 +122,7 @@ def build_parser():
     experiments.cifar10.add_data_arguments(p)
     for experiment in experiments.modules():
         experiment.add_arguments(p)
+    distributed.add_arguments(p)
     p.set_defaults(func=train)
 
     p = sub.add_parser("evaluate", help="test metrics of a checkpoint written by train")
@@ -153,6 +137,8 @@ def build_parser():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     experiments.cifar10.add_data_arguments(p)
     p.set_defaults(func=evaluate)
+
+    experiments.captioning.add_caption_parser(sub).set_defaults(func=caption)
     return parser
 
 

@@ -13,7 +13,11 @@ Conventions follow scikit-learn, so numbers can be compared with it:
   Unlike sklearn's default it keeps every point (``drop_intermediate=False``); the dropped
   points are collinear, so the area is the same;
 * AUC is the trapezoid rule, written out (``np.trapz`` was renamed ``np.trapezoid`` in
-  NumPy 2, so neither is portable across 1.x and 2.x).
+  NumPy 2, so neither is portable across 1.x and 2.x);
+* calibration (a step beyond the article): the confidence of a prediction is its largest
+  softmax probability; ``reliability_bins`` sorts the predictions into equal-width confidence
+  bins and ``expected_calibration_error`` is the count-weighted gap between each bin's accuracy
+  and its mean confidence (Guo et al., "On Calibration of Modern Neural Networks", 2017).
 """
 import numpy as np
 
@@ -187,6 +191,68 @@ def roc_auc_ovr(y_true, probabilities, num_classes=None, average="macro"):
     return float(valid.mean()) if valid.size else float("nan")
 
 
+def _probabilities(probabilities, op):
+    P = backend.unwrap(probabilities)
+    P = np.asarray(backend.to_numpy(P) if hasattr(P, "shape") else P, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] < 2:
+        raise ValueError(f"{op}: probabilities must be (N, num_classes >= 2), got shape "
+                         f"{P.shape}")
+    if not np.isfinite(P).all() or (P < 0).any() or (P > 1).any():
+        raise ValueError(f"{op}: probabilities must be finite and lie in [0, 1] (softmax "
+                         f"outputs, not logits)")
+    return P
+
+
+def reliability_bins(y_true, probabilities, n_bins=10):
+    """The data of a reliability diagram: predictions grouped by their confidence.
+
+    For each sample the prediction is ŷ = argmax_k p_k and its confidence p̂ = max_k p_k. The
+    interval [0, 1] is cut into ``n_bins`` equal bins B_m = (e_m, e_{m+1}] with edges
+    e_m = m / n_bins (each the float nearest m / n_bins); the first bin also holds p̂ = 0. A confidence exactly on an
+    edge e_m therefore falls in the bin **below** it (right-closed bins, as in Guo et al.).
+    Returns a dict of NumPy arrays:
+
+        edges       (n_bins + 1,)  the bin edges e_m
+        counts      (n_bins,)      n_m = |B_m|, int64
+        confidence  (n_bins,)      conf(B_m) = mean of p̂ over the bin   (nan where n_m = 0)
+        accuracy    (n_bins,)      acc(B_m)  = mean of [ŷ = y] over it  (nan where n_m = 0)
+
+    A perfectly calibrated model has acc(B_m) = conf(B_m) in every bin: of the predictions
+    made with confidence 0.8, 80 % are right.
+    """
+    op = "reliability_bins"
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"{op}: n_bins must be a positive integer, got {n_bins!r}")
+    P = _probabilities(probabilities, op)
+    y = _labels(y_true, "y_true", op, P.shape[1])
+    if y.shape[0] != P.shape[0]:
+        raise ValueError(f"{op}: {y.shape[0]} labels but {P.shape[0]} rows of probabilities")
+    confidence = P.max(axis=1)
+    correct = (P.argmax(axis=1) == y).astype(np.float64)
+    edges = np.arange(int(n_bins) + 1) / n_bins     # m / M correctly rounded (linspace is not)
+    # searchsorted(side="left") - 1 puts e_m < p̂ <= e_{m+1} in bin m: right-closed bins
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(index, minlength=n_bins).astype(np.int64)
+    sum_conf = np.bincount(index, weights=confidence, minlength=n_bins)
+    sum_correct = np.bincount(index, weights=correct, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(counts > 0, sum_conf / np.maximum(counts, 1), np.nan)
+        mean_acc = np.where(counts > 0, sum_correct / np.maximum(counts, 1), np.nan)
+    return {"edges": edges, "counts": counts, "confidence": mean_conf, "accuracy": mean_acc}
+
+
+def expected_calibration_error(y_true, probabilities, n_bins=10):
+    """ECE = Σ_m (n_m / N) · |acc(B_m) − conf(B_m)| over the non-empty bins of
+    :func:`reliability_bins` (a float in [0, 1]; 0 for a perfectly calibrated model)."""
+    bins = reliability_bins(y_true, probabilities, n_bins)
+    n = bins["counts"].sum()
+    if n == 0:
+        raise ValueError("expected_calibration_error: no samples")
+    filled = bins["counts"] > 0
+    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
+    return float(np.sum(bins["counts"][filled] / n * gaps))
+
+
 def classification_summary(y_true, probabilities, num_classes=None):
     """Every metric above for a multi-class classifier's softmax outputs, as plain Python
     numbers and lists (JSON-ready): accuracy, macro precision / recall / F1, the per-class
@@ -205,4 +271,5 @@ def classification_summary(y_true, probabilities, num_classes=None):
 
 
 __all__ = ["accuracy", "confusion_matrix", "precision_recall_f1", "f1_score", "roc_curve",
-           "auc", "roc_auc_score", "roc_auc_ovr", "classification_summary"]
+           "auc", "roc_auc_score", "roc_auc_ovr", "classification_summary", "reliability_bins",
+           "expected_calibration_error"]

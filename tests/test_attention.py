@@ -6,6 +6,7 @@ import pytest
 
 import minimm as mm
 from minimm import functional as F
+from minimm.functional import activations, attention_fast
 
 
 # -- the oracle: the formula written out element by element -------------------------------------
@@ -137,6 +138,40 @@ def test_masked_softmax_grad_and_gradgrad(xp, rng):
 
     assert mm.gradcheck(f, [x])
     assert mm.gradgradcheck(f, [x])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, mask_shape", [((2, 3, 5), (3, 5)), ((4, 7), None),
+                                                 ((2, 1, 3, 6), (2, 1, 1, 6)), ((3, 0), None),
+                                                 ((2, 4, 64), (4, 64))], ids=str)
+def test_fast_softmax_matches_the_readable_softmax(device, xp, rng, dtype, x_shape, mask_shape):
+    """attention_fast.FastSoftmax (row max by reduceat, additive mask, in-place exp) against
+    its readable twin activations.Softmax(-1, allowed): values, gradients, second derivatives,
+    with fully masked rows and extreme logits."""
+    a = (rng.standard_normal(x_shape) * 10).astype(dtype)
+    if a.size:
+        a.reshape(-1)[::7] = np.finfo(dtype).max / 2         # extreme logits, some masked
+    allowed = None
+    if mask_shape is not None:
+        m = rng.random(mask_shape) < 0.6
+        m[(0,) * (len(mask_shape) - 1)] = False               # one fully masked row
+        allowed = xp.asarray(m)
+    gy = mm.tensor(rng.standard_normal(x_shape).astype(dtype), device=device)
+    results = []
+    for softmax in (activations.Softmax(-1, allowed), attention_fast.FastSoftmax(allowed)):
+        x = mm.tensor(a, device=device, requires_grad=True)
+        y = softmax(x)
+        (gx,) = mm.grad([y], [x], [gy], create_graph=True)
+        assert y.dtype == gx.dtype == dtype
+        results.append((y.numpy(), gx.numpy()))
+    for fast, readable in zip(*results):
+        assert np.isfinite(fast).all()
+        np.testing.assert_allclose(fast, readable, rtol=1e-6 if dtype == np.float32 else 1e-13,
+                                   atol=1e-7 if dtype == np.float32 else 1e-15)
+    if dtype == np.float64 and a.size:
+        b = xp.asarray(rng.standard_normal(x_shape))
+        assert mm.gradcheck(lambda x: activations.Softmax(-1, allowed)(x), [b])
+        assert mm.gradgradcheck(lambda x: activations.Softmax(-1, allowed)(x), [b])
 
 
 def test_weights_sum_to_one_over_unmasked_keys(device, rng):

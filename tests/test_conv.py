@@ -12,6 +12,7 @@ import minimm as mm
 from minimm import functional as F
 from minimm import nn
 from minimm.functional import conv as conv_impl
+from minimm.functional import conv_fast
 
 
 def T(a, device, requires_grad=False):
@@ -140,14 +141,48 @@ def test_im2col_col2im_gradcheck_and_gradgradcheck(device, xs, kernel, stride, p
 
 
 @pytest.mark.parametrize("layout", ["nkp", "knp", "kpn"])
+@pytest.mark.parametrize("xs, kernel, stride, padding", [
+    ((2, 2, 4, 5), (2, 3), 1, 1), ((1, 1, 5, 5), (3, 3), (2, 1), (0, 2))])
+def test_fast_im2col_col2im_layouts_gradcheck(device, layout, xs, kernel, stride, padding):
+    """The fast kernel's im2col/col2im pair in each layout: the readable columns reordered,
+    and each the other's (differentiable) backward."""
+    rng = np.random.default_rng(19)
+    x = T(rng.standard_normal(xs), device)
+    readable = F.im2col(x, kernel, stride, padding).numpy()                  # (N, K, P)
+    stride, padding = _pair(stride), _pair(padding)       # the fast kernels take pairs
+    im2col = conv_fast.Im2colLayout(kernel, stride, padding, layout)
+    order = {"nkp": (0, 1, 2), "knp": (1, 0, 2), "kpn": (1, 2, 0)}[layout]
+    want = readable.transpose(order)
+    want = want if layout == "nkp" else want.reshape(readable.shape[1], -1)
+    np.testing.assert_array_equal(im2col(x).numpy(), want)
+    assert mm.gradcheck(lambda x: conv_fast.Im2colLayout(kernel, stride, padding, layout)(x),
+                        [x])
+    assert mm.gradgradcheck(
+        lambda x: conv_fast.Im2colLayout(kernel, stride, padding, layout)(x) * 1.0, [x],
+        mode="random")
+    col = T(rng.standard_normal(want.shape), device)
+    col2im = conv_fast.Col2imLayout(xs, kernel, stride, padding, layout)
+    assert col2im(col).shape == xs
+    assert mm.gradcheck(lambda c: conv_fast.Col2imLayout(xs, kernel, stride, padding,
+                                                         layout)(c), [col], mode="random")
+
+
+@pytest.mark.parametrize("layout", ["readable", "nkp", "knp", "kpn"])
 def test_col2im_is_the_adjoint_of_im2col(device, layout):
-    """⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for every x and c, in every column layout."""
+    """⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for every x and c: the readable pair, and the fast
+    pair in every column layout."""
     rng = np.random.default_rng(8)
     xs, kernel, stride, padding = (2, 3, 6, 5), (3, 2), (2, 1), (1, 2)
     x = T(rng.standard_normal(xs), device)
-    col = conv_impl.Im2col(kernel, stride, padding, layout)(x)
+    if layout == "readable":
+        im2col = conv_impl.Im2col(kernel, stride, padding)
+        col2im = conv_impl.Col2im(xs, kernel, stride, padding)
+    else:
+        im2col = conv_fast.Im2colLayout(kernel, stride, padding, layout)
+        col2im = conv_fast.Col2imLayout(xs, kernel, stride, padding, layout)
+    col = im2col(x)
     c = T(rng.standard_normal(col.shape), device)
-    back = conv_impl.Col2im(xs, kernel, stride, padding, layout)(c)
+    back = col2im(c)
     lhs = float((col.numpy() * c.numpy()).sum())
     rhs = float((x.numpy() * back.numpy()).sum())
     assert back.shape == xs
@@ -165,8 +200,8 @@ def test_im2col_values(device):
 
 def test_first_layer_skips_the_input_gradient(device, monkeypatch):
     calls = []
-    real = conv_impl._col2im_array
-    monkeypatch.setattr(conv_impl, "_col2im_array",
+    real = conv_fast.col2im_array
+    monkeypatch.setattr(conv_fast, "col2im_array",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(9)
     x = T(rng.standard_normal((2, 3, 6, 6)).astype(np.float32), device)
@@ -305,7 +340,7 @@ def test_tiled_max_pool_matches_composed_oracle(device, rng, xs, k):
         for pool in (F.max_pool2d, conv_impl.max_pool2d_simple):
             xt, gyt = T(x, device, requires_grad=True), T(gy, device, requires_grad=True)
             y = pool(xt, k)
-            assert isinstance(y.creator, conv_impl.MaxPool2dTiled) == (pool is F.max_pool2d)
+            assert isinstance(y.creator, conv_fast.MaxPool2dTiled) == (pool is F.max_pool2d)
             (gx,) = mm.grad([y], [xt], [gyt], create_graph=True)
             (ggy,) = mm.grad([(gx * T(v, device)).sum()], [gyt])
             assert y.dtype == gx.dtype == ggy.dtype == dtype
@@ -407,7 +442,7 @@ def test_batch_layouts_hold_the_same_columns(device, layout):
     rng = np.random.default_rng(18)
     x = T(rng.standard_normal((3, 2, 5, 6)), device)
     per_image = F.im2col(x, (2, 3), (1, 2), 1).numpy()             # (N, K, P)
-    batch = conv_impl.Im2col((2, 3), (1, 2), (1, 1), layout)(x).numpy()
+    batch = conv_fast.Im2colLayout((2, 3), (1, 2), (1, 1), layout)(x).numpy()
     N, K, P = per_image.shape
     order = (1, 0, 2) if layout == "knp" else (1, 2, 0)
     np.testing.assert_array_equal(batch, per_image.transpose(order).reshape(K, -1))

@@ -150,17 +150,11 @@ def test_every_pair_matches_pytorch_after_promote(device):
     assert not mismatches, "\n".join(mismatches)
 
 
-@pytest.mark.xfail(strict=True, reason="the operators reach these rules once functional's "
-                   "_pair calls autograd.promote (functional/math.py, helper C, issue 8); "
-                   "until then an int or bool tensor meeting a float becomes float64")
 def test_every_pair_matches_pytorch_through_the_operators(device):
     mismatches = _compare_with_torch(device, OPERATOR_OPS, promote=False)
     assert not mismatches, f"{len(mismatches)} cases:\n" + "\n".join(mismatches)
 
 
-@pytest.mark.xfail(strict=True, reason="true division and a float power of integers give "
-                   "float32 in PyTorch; minimm's Div and Pow (functional/math.py, helper C) "
-                   "compute them in NumPy's float64")
 def test_integer_division_and_power_match_pytorch(device):
     torch = pytest.importorskip("torch")
     a = _operand("int64", device)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minimm as mm
-from minimm import functional as F
+from minimm import functional as F, nn
 
 
 def _t(device, *shape, dtype=np.float64):
@@ -114,3 +114,73 @@ def test_errors_leave_no_graph_behind(device):
         a + b
     (a * 2.0).sum().backward()
     np.testing.assert_array_equal(a.grad.numpy(), np.full((2, 3), 2.0))
+
+
+# -- non-float input to float operations --------------------------------------------------------
+_HINT = (r"must be floating point, got dtype {dtype}; convert it first, e\.g\. "
+         r"x\.astype\(np\.float32\); for uint8 images minimm\.data\.normalize_images\(x\) or "
+         r"x\.astype\(np\.float32\) / 255")
+
+
+def _images(device, dtype=np.uint8, shape=(2, 3, 8, 8)):
+    return mm.tensor(np.random.default_rng(0).integers(0, 256, shape).astype(dtype),
+                     device=device)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.bool_])
+@pytest.mark.parametrize("layer, shape, op", [
+    (lambda: nn.Conv2d(3, 4, 3), (2, 3, 8, 8), "conv2d"),
+    (lambda: nn.Linear(8, 4), (2, 8), "linear"),
+    (lambda: nn.LSTM(8, 4), (2, 5, 8), "lstm"),
+    (lambda: nn.LayerNorm(8), (2, 8), "layer_norm"),
+    (lambda: nn.BatchNorm2d(3), (2, 3, 4, 4), "batch_norm"),
+    (lambda: nn.MultiHeadAttention(8, 2), (2, 5, 8), "linear"),
+    (lambda: nn.TransformerEncoderLayer(8, 2, 16), (2, 5, 8), "layer_norm"),
+], ids=["Conv2d", "Linear", "LSTM", "LayerNorm", "BatchNorm2d", "MultiHeadAttention",
+        "TransformerEncoderLayer"])
+def test_float_layers_refuse_integer_input_and_say_how_to_normalise(device, layer, shape, op,
+                                                                     dtype):
+    """Raw CIFAR-10 pixels (uint8, what load_cifar10 returns) into a float layer: PyTorch
+    refuses ("expected scalar type Float"); NumPy would compute in float64 on 0–255 values."""
+    m = layer().to(device)
+    x = _images(device, dtype, shape)
+    args = (x, x, x) if isinstance(m, nn.MultiHeadAttention) else (x,)
+    with pytest.raises(TypeError, match=rf"^{op}: input " + _HINT.format(dtype=np.dtype(dtype))):
+        m(*args)
+
+
+def test_the_hint_works_normalised_images_go_through(device):
+    from minimm.data import normalize_images
+    conv = nn.Conv2d(3, 4, 3).to(device)
+    images = _images(device)
+    with pytest.raises(TypeError, match="normalize_images"):
+        conv(images)
+    for x in (normalize_images(images.data), images.data.astype(np.float32) / 255):
+        y = conv(mm.tensor(x, device=device))
+        assert y.dtype == np.float32 and y.shape == (2, 4, 6, 6)
+
+
+def test_the_article_model_refuses_raw_pixels(device):
+    from minimm.models import ImageBranch
+    with pytest.raises(TypeError, match=r"conv2d: input must be floating point, got dtype uint8"):
+        ImageBranch().to(device)(_images(device, shape=(2, 3, 32, 32)))
+
+
+@pytest.mark.parametrize("f, op, name", [
+    (lambda x: F.cross_entropy(x, np.array([0, 1])), "cross_entropy", "logits"),
+    (lambda x: F.cross_entropy_simple(x, np.array([0, 1])), "cross_entropy", "logits"),
+    (lambda x: F.softmax(x, axis=1), "softmax", "input"),
+    (lambda x: F.log_softmax(x, axis=1), "log_softmax", "input"),
+    (lambda x: F.masked_softmax(x), "masked_softmax", "input"),
+    (F.gelu, "gelu", "input"),
+    (lambda x: F.linear(x, np.ones((3, 2), np.float32)), "linear", "input"),
+    (lambda x: F.layer_norm(x, 3), "layer_norm", "input"),
+    (lambda x: F.scaled_dot_product_attention(x, x, x), "scaled_dot_product_attention", "q"),
+    (lambda x: F.lstm_cell(x, np.zeros((2, 1)), np.zeros((2, 1)), np.ones((3, 4)),
+                           np.ones((1, 4))), "lstm_cell", "input"),
+])
+def test_float_operations_refuse_integer_input(device, f, op, name):
+    """Integer logits gave a truncated integer loss (3 for [[1, 5], [3, 0]]): refused now."""
+    x = mm.tensor(np.array([[1, 5, 2], [3, 0, 1]]), device=device)
+    with pytest.raises(TypeError, match=rf"^{op}: {name} " + _HINT.format(dtype="int64")):
+        f(x)

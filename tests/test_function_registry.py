@@ -6,6 +6,8 @@ gradgradcheck where it is twice differentiable) and list it.
 import importlib
 
 import minimm  # noqa: F401  (imports every layer, so every Function subclass exists)
+import minimm.amp  # noqa: F401
+import minimm.compress  # noqa: F401
 import minimm.models  # noqa: F401
 import minimm.nn.fast  # noqa: F401  (the fast kernels' Functions)
 import minimm.train  # noqa: F401
@@ -36,10 +38,11 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "LSTMSequence": "test_lstm::test_lstm_sequence_gradients",
     "Im2col": "test_conv::test_im2col_col2im_gradcheck_and_gradgradcheck",
     "Col2im": "test_conv::test_im2col_col2im_gradcheck_and_gradgradcheck",
+    "Im2colLayout": "test_conv::test_fast_im2col_col2im_layouts_gradcheck",
+    "Col2imLayout": "test_conv::test_fast_im2col_col2im_layouts_gradcheck",
     "Conv2d": "test_conv::test_conv2d_gradcheck", "MaxPool2dTiled": "test_conv::test_pooling_gradcheck",
     "_TiledGather": "test_conv::test_tiled_max_pool_matches_composed_oracle",
     "_TiledScatter": "test_conv::test_tiled_max_pool_matches_composed_oracle",
-    "MaskedSoftmax": "test_attention::test_masked_softmax_grad_and_gradgrad",
     # the fast kernels (minimm.functional.fast), each also tested against its readable twin
     "Conv2dCHWN": "test_fast_conv::test_conv2d_chwn_gradcheck_and_gradgradcheck",
     "MaxPool2dCHWN": "test_fast_conv::test_max_pool_chwn_matches_numpy_and_gradchecks",
@@ -48,6 +51,9 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "BatchNorm2dFast": "test_fast_layers::test_fast_batch_norm_gradcheck_and_gradgradcheck",
     "LSTMFast": "test_fast_recurrent::test_fast_lstm_gradcheck_and_gradgradcheck",
     "MultiHeadAttentionFast": "test_fast_attention::test_fused_mha_function_gradcheck_and_gradgradcheck",
+    "RoundSTE": "test_compress::test_round_ste_forward_rounds_and_backward_is_the_identity",
+    "FastSoftmax": "test_attention::test_masked_softmax_grad_and_gradgrad",
+    "Softplus": "test_ops::test_unary_forward_and_grad",
     # a dtype conversion: float64 finite differences cannot see it; its tests pin the dtypes
     "_Cast": "test_autograd::test_float64_array_operand_promotes_forward_but_not_the_leaf_gradient",
     "_Accumulate": "test_autograd::test_accumulate_forward_gradcheck_and_gradgradcheck",

@@ -208,3 +208,41 @@ def test_nn_lstm_against_torch(device, rng):
     np.testing.assert_allclose(_np(out), t_out.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_np(h), t_h[0].detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_np(c), t_c[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf, 1e30])
+@pytest.mark.parametrize("fn", [F.lstm, F.lstm_simple], ids=["fused", "simple"])
+def test_padded_steps_never_reach_the_gradients(device, rng, fn, fill):
+    """Whatever the padded steps (past ``lengths``) hold — NaN, ±inf, huge — the outputs and
+    every gradient equal those of the same batch padded with zeros, and the input gradient is
+    zero there. (0 · NaN = NaN: the padded steps are zeroed before the input map x W + b.)"""
+    B, T, I, H = 3, 5, 2, 3
+    W, U, b, h, c = _params(rng, I, H, B)
+    lengths = np.array([5, 2, 0])
+    x = rng.standard_normal((B, T, I))
+    padded = np.arange(T)[None, :] >= lengths[:, None]
+    results = []
+    for pad in (0.0, fill):
+        xs = np.where(padded[:, :, None], pad, x)
+        ts = [mm.tensor(a, device=device, requires_grad=True) for a in (xs, W, U, b, h, c)]
+        out, (hT, cT) = fn(*ts[:4], state=(ts[4], ts[5]), lengths=lengths)
+        loss = (out * out).sum() + (hT * cT).sum()
+        grads = mm.grad(loss, ts)
+        results.append([_np(t) for t in (out, hT, cT, *grads)])
+    for clean, dirty in zip(*results):
+        assert np.isfinite(dirty).all()
+        np.testing.assert_allclose(dirty, clean, rtol=1e-12, atol=1e-14)
+    assert not results[1][3][padded].any()                     # ∂L/∂x = 0 at padded steps
+
+
+def test_padded_nan_steps_and_second_derivatives(device, rng):
+    """The composed backward (create_graph=True, taken through the twin) is clean too."""
+    B, T, I, H = 2, 4, 2, 2
+    W, U, b, h, c = _params(rng, I, H, B)
+    x = rng.standard_normal((B, T, I))
+    x[1, 1:] = np.nan
+    ts = [mm.tensor(a, device=device, requires_grad=True) for a in (x, W, U, b)]
+    out, (hT, _) = F.lstm(*ts, state=(h, c), lengths=np.array([4, 1]))
+    gW, = mm.grad((out.sum() + hT.sum()), [ts[1]], create_graph=True)
+    gU, = mm.grad((gW * gW).sum(), [ts[2]])
+    assert np.isfinite(_np(gW)).all() and np.isfinite(_np(gU)).all()

@@ -44,6 +44,8 @@ UNARY = {  # name: (minimm, NumPy oracle, input domain)
     "tanh": (F.tanh, np.tanh, _any),
     "sigmoid": (F.sigmoid, lambda a: 1.0 / (1.0 + np.exp(-a)), _any),
     "relu": (F.relu, lambda a: np.where(a > 0, a, 0.0), _any),
+    "softplus": (F.softplus, lambda a: np.log(1.0 + np.exp(a)), _any),
+    "log_sigmoid": (F.log_sigmoid, lambda a: -np.log(1.0 + np.exp(-a)), _any),
     "abs": (abs, np.abs, _any),
     "abs_method": (lambda x: x.abs(), np.abs, _any),
     "pow3": (lambda x: x ** 3, lambda a: a * a * a, _any),
@@ -531,6 +533,119 @@ def test_cross_entropy_bad_logits(device):
         F.cross_entropy(mm.tensor(np.zeros(4), device=device), np.array([1]))
 
 
+# --- cross-entropy's PyTorch options: ignore_index and label_smoothing -------------------------
+
+def _np_cross_entropy_options(a, t, ignore_index, eps):
+    """PyTorch's definition row by row: over the rows whose target is not ignored,
+    mean of (1 − ε)(−log p[t]) + ε · (1/C) Σ_c (−log p[c]); NaN when no row is left."""
+    C = a.shape[1]
+    losses = []
+    for row, target in zip(a, t):
+        if target == ignore_index:
+            continue
+        log_p = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        losses.append((1 - eps) * -log_p[target] + eps * -log_p.sum() / C)
+    return sum(losses) / len(losses) if losses else np.nan
+
+
+def _np_cross_entropy_options_grad(a, t, ignore_index, eps):
+    """∂L/∂x = (softmax − q) / N_kept on the kept rows, q = (1 − ε) onehot + ε / C; 0 elsewhere."""
+    N, C = a.shape
+    keep = t != ignore_index
+    q = np.full((N, C), eps / C)
+    q[np.arange(N), np.where(keep, t, 0)] += 1 - eps
+    g = (_np_softmax(a, 1) - q) * keep[:, None]
+    return g / max(keep.sum(), 1)
+
+
+CE_OPTIONS = [  # (N, C, labels, ignore_index, label_smoothing)
+    (4, 3, [0, -100, 2, 1], -100, 0.0),
+    (5, 4, [3, 1, -100, -100, 0], -100, 0.1),
+    (3, 5, [4, 0, 2], -100, 0.25),
+    (4, 3, [0, 1, 0, 2], 0, 0.0),              # ignore_index may be a class: class 0 is ignored
+    (6, 2, [1, 7, 0, 7, 1, 1], 7, 0.2),
+    (2, 4, [1, 3], -100, 1.0),                 # all smoothing: the mean of −log p
+]
+
+
+@pytest.mark.parametrize("n,c,labels,ignore,eps", CE_OPTIONS)
+def test_cross_entropy_ignore_index_and_label_smoothing(device, n, c, labels, ignore, eps):
+    r = _rng(n + c)
+    a = r.standard_normal((n, c)) * 2
+    t = np.array(labels)
+    kw = dict(ignore_index=ignore, label_smoothing=eps)
+    want = _np_cross_entropy_options(a, t, ignore, eps)
+    want_grad = _np_cross_entropy_options_grad(a, t, ignore, eps)
+    labels_d = mm.tensor(t, device=device).data
+    for loss_fn in (F.cross_entropy, F.cross_entropy_simple):
+        x = mm.tensor(a, requires_grad=True, device=device)
+        loss = loss_fn(x, labels_d, **kw)
+        assert loss.shape == ()
+        _close(loss, want)
+        loss.backward()
+        assert x.grad.shape == (n, c)
+        _close(x.grad, want_grad)
+    assert mm.gradcheck(lambda z: F.cross_entropy(z, labels_d, **kw), _on(device, a))
+    assert mm.gradgradcheck(lambda z: F.cross_entropy(z, labels_d, **kw), _on(device, a))
+
+
+def test_cross_entropy_options_match_torch(device):
+    torch = pytest.importorskip("torch")
+    r = _rng(21)
+    for n, c, labels, ignore, eps in CE_OPTIONS:
+        a = r.standard_normal((n, c)) * 3
+        x = mm.tensor(a, requires_grad=True, device=device)
+        loss = F.cross_entropy(x, np.array(labels), ignore_index=ignore, label_smoothing=eps)
+        loss.backward()
+        tx = torch.tensor(a, requires_grad=True)
+        t_loss = torch.nn.functional.cross_entropy(tx, torch.tensor(labels), ignore_index=ignore,
+                                                   label_smoothing=eps)
+        t_loss.backward()
+        _close(loss, t_loss.item())
+        _close(x.grad, tx.grad.numpy())
+
+
+def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_gradient(device):
+    """As PyTorch: the mean over no targets is NaN, and nothing is learnt (zero gradient)."""
+    a = _any((3, 4))
+    for loss_fn in (F.cross_entropy, F.cross_entropy_simple):
+        for eps in (0.0, 0.1):
+            x = mm.tensor(a, requires_grad=True, device=device)
+            loss = loss_fn(x, np.full(3, -100), label_smoothing=eps)
+            assert np.isnan(loss.numpy())
+            loss.backward()
+            np.testing.assert_array_equal(x.grad.numpy(), np.zeros((3, 4)))
+
+
+def test_cross_entropy_ignored_rows_may_hold_anything(device):
+    """An ignored row's logits (padding positions, say) change neither the loss nor, even when
+    they are NaN, the gradient of the other rows."""
+    a = _any((3, 4))
+    t = np.array([2, -100, 0])
+    clean = F.cross_entropy(mm.tensor(a, device=device), t).numpy()
+    a[1] = np.nan
+    x = mm.tensor(a, requires_grad=True, device=device)
+    loss = F.cross_entropy(x, t)
+    _close(loss, clean)
+    loss.backward()
+    g = x.grad.numpy()
+    assert np.isfinite(g[[0, 2]]).all() and not g[1].any()
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    (dict(label_smoothing=-0.1), ValueError, r"cross_entropy: label_smoothing must be in \[0, 1\], "
+                                             r"got -0\.1"),
+    (dict(label_smoothing=1.5), ValueError, r"label_smoothing must be in \[0, 1\], got 1\.5"),
+    (dict(ignore_index=1.0), TypeError, r"cross_entropy: ignore_index must be an int, got 1\.0"),
+    (dict(ignore_index=2), ValueError, r"cross_entropy: label -100 is out of range for 4 classes"),
+])
+def test_cross_entropy_bad_options(device, kw, error, match):
+    x = mm.tensor(_any((3, 4)), device=device)
+    for loss_fn in (F.cross_entropy, F.cross_entropy_simple):
+        with pytest.raises(error, match=match):
+            loss_fn(x, np.array([0, -100, 2]), **kw)
+
+
 def test_softmax_and_cross_entropy_match_torch(device):
     torch = pytest.importorskip("torch")
     a = _any((3, 5), seed=11) * 2
@@ -606,3 +721,13 @@ def test_property_broadcast_gradient_is_sum_over_broadcast_axes(device, operands
     assert x.grad.shape == a.shape and w.grad.shape == b.shape
     _close(x.grad, sum_to(np.broadcast_to(b, out), a.shape).reshape(a.shape))
     _close(w.grad, sum_to(np.broadcast_to(a, out), b.shape).reshape(b.shape))
+
+
+def test_tensors_hash_by_identity():
+    """``==`` is elementwise (it returns a Tensor), yet a Tensor stays a set member and a dict
+    key by identity, as in PyTorch: attaching __eq__ after the class exists keeps
+    object.__hash__, so no __hash__ line is needed."""
+    a, b = mm.tensor([1.0, 2.0]), mm.tensor([1.0, 2.0])
+    assert hash(a) == object.__hash__(a)
+    assert len({a, b, a}) == 2 and {a: "a", b: "b"}[b] == "b"
+    assert isinstance(a == b, mm.Tensor)

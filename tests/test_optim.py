@@ -220,7 +220,8 @@ def test_load_state_dict_shape_mismatch(device, rng):
     opt = optim.Adam(params, lr=0.01)
     _run(opt, params, grads[:1])
     state = opt.state_dict()
-    other = optim.Adam([mm.tensor(np.zeros((4, 4), np.float32), device=device)], lr=0.01)
+    other = optim.Adam([mm.tensor(np.zeros(s, np.float32), device=device)
+                        for s in ((4, 4), (5,))], lr=0.01)
     with pytest.raises(ValueError, match=r"exp_avg' of parameter 0 has shape \(3, 4\) .* "
                                          r"parameter has shape \(4, 4\)"):
         other.load_state_dict(state)
@@ -252,11 +253,11 @@ def test_against_torch_optim(device, rng, name, kw):
 
 # -- schedules -------------------------------------------------------------------------------
 def _lrs(sched, n):
-    out = [sched.get_last_lr()]
+    out = [sched.get_last_lr()[0]]          # one rate per parameter group, as PyTorch
     for _ in range(n):
         sched.optimizer.step()
         sched.step()
-        out.append(sched.get_last_lr())
+        out.append(sched.get_last_lr()[0])
     return out
 
 

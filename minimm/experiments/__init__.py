@@ -96,7 +96,9 @@ def names(text):
 
 from . import cifar10  # noqa: E402  (registers multimodal, image, text)
 from . import cifar10_fast  # noqa: E402  (registers resnet9: the fast recipe)
+from . import transformer, clip  # noqa: E402  (register transformer, clip)
+from . import captioning  # noqa: E402  (registers captioner)
 
 __all__ = ["EXPERIMENTS", "register", "modules", "for_checkpoint", "int_in", "positive_int",
            "non_negative_int", "positive_float", "non_negative_float", "positive_ints",
-           "names", "cifar10", "cifar10_fast"]
+           "names", "cifar10", "cifar10_fast", "transformer", "clip", "captioning"]

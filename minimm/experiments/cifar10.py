@@ -16,6 +16,7 @@ What the case study adds to the generic training loop, each one piece here:
 in that mode; another model of the same call (``model(images, ids, lengths) -> logits`` or
 ``(logits, super_logits)``) joins with one :func:`register_model` call.
 """
+import functools
 import math
 import os
 import sys
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+from .. import distributed
 from .. import functional as F
 from .. import optim
 from .._io import write_json
@@ -307,8 +309,13 @@ def load_data(args):
 
 def train(args, say=print):
     """The ``train`` command for this case study; returns the metrics it writes to
-    DIR/metrics.json (beside history.json, model.npz, accuracy.png, loss.png, confusion.png)."""
+    DIR/metrics.json (beside history.json, model.npz, accuracy.png, loss.png, confusion.png).
+    With ``--distributed`` this process is one rank (:func:`minimm.distributed.fit_distributed`):
+    rank 0 alone prints, writes the files and returns the metrics; the others return None."""
     t_start = time.perf_counter()
+    group = distributed.group_from_args(args)        # None without --distributed
+    main = group is None or group.is_main
+    say = say if main else (lambda *a, **k: None)
     epochs = args.epochs or (1 if args.quick else 10)
     limit_train = args.limit_train or (QUICK_TRAIN if args.quick else None)
     limit_test = args.limit_test or (QUICK_TEST if args.quick else None)
@@ -334,14 +341,17 @@ def train(args, say=print):
                                superlabels=args.multitask)
     say(f"train: {args.model} model{' + superclass head' if args.multitask else ''}, "
         f"{len(y_train)} train / {len(y_test)} test images, {epochs} epoch(s), batch "
-        f"{args.batch_size}, Adam lr {args.lr}, lam {args.lam}, device {args.device} -> "
-        f"{args.out}")
-    history = fit(model, train_set, test_set, epochs, optimizer, loss_fn=loss_fn,
+        f"{args.batch_size}{f' per rank × {group.world_size} ranks' if group else ''}, Adam lr "
+        f"{args.lr}, lam {args.lam}, device {args.device} -> {args.out}")
+    run = fit if group is None else functools.partial(distributed.fit_distributed, group)
+    history = run(model, train_set, test_set, epochs, optimizer, loss_fn=loss_fn,
                   batch_size=args.batch_size, device=args.device, seed=args.seed,
                   progress=not args.no_progress, checkpoint_path=checkpoint,
                   resume=args.resume, checkpoint_extra=data_config,
                   eval_batch_size=args.eval_batch_size,
-                  callbacks=[PrintEpochs(epochs)] if args.no_progress else ())
+                  callbacks=[PrintEpochs(epochs)] if args.no_progress and main else ())
+    if not main:
+        return None
     result = history.val_result       # None when a finished run was resumed: evaluate it now
     if result is None:
         result = evaluate_model(model, test_set, loss_fn, args.eval_batch_size)

@@ -141,7 +141,9 @@ class OneCycleSchedule(Callback):
         self.total_steps = int(total_steps)
 
     def on_after_backward(self, model, step):
-        self.optimizer.lr = float(self.cycle.lr_at(min(step, self.total_steps - 1)))
+        t = min(step, self.total_steps - 1)
+        for group, max_lr in zip(self.optimizer.param_groups, self.cycle.base_lrs):
+            group["lr"] = float(self.cycle.lr_at(t, max_lr))
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -156,7 +158,8 @@ def add_arguments(parser):
     g.add_argument("--label-smoothing", type=non_negative_float, default=None,
                    help="ε of the smoothed cross-entropy (default the recipe's, 0.2)")
     g.add_argument("--weight-decay", type=non_negative_float, default=None,
-                   help="SGD's L2 weight decay (default the recipe's, 5e-4)")
+                   help="SGD's L2 weight decay (default the recipe's, 5e-4); for --model clip "
+                        "AdamW's decoupled decay of the weight matrices (default 0.1)")
     g.add_argument("--crop-padding", type=non_negative_int, default=None, metavar="PIXELS",
                    help="random translations of up to this many pixels (default 4)")
     g.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")

@@ -4,21 +4,16 @@ Every backward reads like the derivative: for ``y = f(x)`` it returns ``gy · �
 back to the input's shape where the forward broadcast (``sum_to``).
 """
 from .. import backend
-from ..autograd import Function, Tensor, as_tensor
-from .shape import _check_broadcast, broadcast_to, reshape, sum_to, swapaxes
+from ..autograd import Function, Tensor, as_tensor, promote
+from .shape import broadcast_to, reshape, sum_to, swapaxes
+from .utils import as_float, check_broadcast, constant_mask, keepdims_shape, reduction_axes
 
 
-def _mask(condition, like):
-    """A constant Tensor of 0/1 in ``like``'s dtype (a bool mask would promote)."""
-    return Tensor(condition.astype(like.dtype))
-
-
-def _pair(a, b):
-    """Two operands as Tensors; a Python number takes the other operand's dtype."""
-    if isinstance(a, Tensor):
-        return a, as_tensor(b, like=a.data)
-    b = as_tensor(b)
-    return as_tensor(a, like=b.data), b
+def _operands(a, b):
+    """Two operands as Tensors under the dtype rules of :func:`minimm.autograd.promote`: a
+    Python number takes the other operand's dtype, an integer or bool tensor meeting a float
+    becomes float32 (as in PyTorch, where NumPy would give float64)."""
+    return promote(a, b)
 
 
 class _Binary(Function):
@@ -26,7 +21,7 @@ class _Binary(Function):
 
     def forward(self, a, b):
         if a.shape != b.shape:
-            _check_broadcast(self.op, a.shape, b.shape)
+            check_broadcast(self.op, a.shape, b.shape)
         return self.compute(a, b)
 
 
@@ -73,6 +68,8 @@ class Div(_Binary):
     op = "div"
 
     def compute(self, a, b):
+        if a.dtype.kind in "biu" and b.dtype.kind in "biu":   # true division of integers:
+            a, b = as_float(a), as_float(b)                    # float32, as in PyTorch
         return a / b
 
     def backward(self, gy):
@@ -83,19 +80,19 @@ class Div(_Binary):
 
 
 def add(a, b):
-    return Add()(*_pair(a, b))
+    return Add()(*_operands(a, b))
 
 
 def sub(a, b):
-    return Sub()(*_pair(a, b))
+    return Sub()(*_operands(a, b))
 
 
 def mul(a, b):
-    return Mul()(*_pair(a, b))
+    return Mul()(*_operands(a, b))
 
 
 def div(a, b):
-    return Div()(*_pair(a, b))
+    return Div()(*_operands(a, b))
 
 
 class Neg(Function):
@@ -111,12 +108,15 @@ def neg(x):
 
 
 class Pow(Function):
-    """y = xᵖ for a constant p;  ∂y/∂x = p·xᵖ⁻¹."""
+    """y = xᵖ for a constant p;  ∂y/∂x = p·xᵖ⁻¹. (Integers to an int power stay integers;
+    to a float power they become float32, as in PyTorch.)"""
 
     def __init__(self, p):
         self.p = p
 
     def forward(self, x):
+        if isinstance(self.p, float):
+            x = as_float(x)
         return x ** x.dtype.type(self.p) if x.dtype.kind == "f" else x ** self.p
 
     def backward(self, gy):
@@ -127,7 +127,7 @@ class Pow(Function):
 def pow(x, p):
     """``x ** p``; p a number. A Tensor exponent goes through exp(p·log x)."""
     if isinstance(p, Tensor):
-        x, p = _pair(x, p)
+        x, p = _operands(x, p)
         return exp(p * log(x))
     return Pow(p)(x)
 
@@ -136,7 +136,7 @@ class Exp(Function):
     """y = eˣ;  ∂y/∂x = y."""
 
     def forward(self, x):
-        return backend.get_array_module(x).exp(x)
+        return backend.get_array_module(x).exp(as_float(x))
 
     def backward(self, gy):
         y, = self.outputs()
@@ -147,7 +147,7 @@ class Log(Function):
     """y = ln x;  ∂y/∂x = 1/x."""
 
     def forward(self, x):
-        return backend.get_array_module(x).log(x)
+        return backend.get_array_module(x).log(as_float(x))
 
     def backward(self, gy):
         x, = self.inputs
@@ -158,7 +158,7 @@ class Sqrt(Function):
     """y = √x;  ∂y/∂x = 1/(2y)."""
 
     def forward(self, x):
-        return backend.get_array_module(x).sqrt(x)
+        return backend.get_array_module(x).sqrt(as_float(x))
 
     def backward(self, gy):
         y, = self.outputs()
@@ -203,16 +203,17 @@ class Maximum(_Binary):
 
     def backward(self, gy):
         a, b = self.inputs
-        share = _mask(a.data > b.data, gy.data) + 0.5 * _mask(a.data == b.data, gy.data)
+        share = (constant_mask(a.data > b.data, gy.data)
+                 + 0.5 * constant_mask(a.data == b.data, gy.data))
         return sum_to(gy * share, a.shape), sum_to(gy * (1 - share), b.shape)
 
 
 def maximum(a, b):
-    return Maximum()(*_pair(a, b))
+    return Maximum()(*_operands(a, b))
 
 
 def minimum(a, b):
-    a, b = _pair(a, b)
+    a, b = _operands(a, b)
     return -maximum(-a, -b)
 
 
@@ -232,7 +233,7 @@ class Clip(Function):
             inside = inside & (x.data >= self.lo)
         if self.hi is not None:
             inside = inside & (x.data <= self.hi)
-        return gy * _mask(inside, gy.data)
+        return gy * constant_mask(inside, gy.data)
 
 
 def clip(x, lo=None, hi=None):
@@ -246,19 +247,19 @@ class Where(Function):
         self.cond = cond
 
     def forward(self, a, b):
-        _check_broadcast("where", a.shape, b.shape)
-        _check_broadcast("where", self.cond.shape, a.shape)
+        check_broadcast("where", a.shape, b.shape)
+        check_broadcast("where", self.cond.shape, a.shape)
         return backend.get_array_module(a, b).where(self.cond, a, b)
 
     def backward(self, gy):
         a, b = self.inputs
-        take_a = _mask(self.cond, gy.data)
+        take_a = constant_mask(self.cond, gy.data)
         return sum_to(gy * take_a, a.shape), sum_to(gy * (1 - take_a), b.shape)
 
 
 def where(cond, a, b):
     cond = backend.unwrap(cond)
-    a, b = _pair(a, b)
+    a, b = _operands(a, b)
     xp = backend.get_array_module(a, b)
     return Where(xp.asarray(cond, dtype=bool))(a, b)
 
@@ -277,8 +278,8 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
                              f"({k_a} columns vs {k_b} rows)")
         if a.ndim > 2 or b.ndim > 2:
-            _check_broadcast(f"matmul of {a.shape} and {b.shape} (batch dimensions)",
-                             a.shape[:-2], b.shape[:-2])
+            check_broadcast(f"matmul of {a.shape} and {b.shape} (batch dimensions)",
+                            a.shape[:-2], b.shape[:-2])
         return backend.get_array_module(a, b).matmul(a, b)
 
     def backward(self, gy):
@@ -301,18 +302,7 @@ class MatMul(Function):
 
 
 def matmul(a, b):
-    return MatMul()(*_pair(a, b))
-
-
-def _axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axis = axis if isinstance(axis, (tuple, list)) else (axis,)
-    return tuple(sorted(a % ndim for a in axis))
-
-
-def _keepdims_shape(shape, axes):
-    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return MatMul()(*_operands(a, b))
 
 
 class Sum(Function):
@@ -322,12 +312,12 @@ class Sum(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.axes = _axes(self.axis, x.ndim)
+        self.axes = reduction_axes(self.axis, x.ndim)
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
         x, = self.inputs
-        return broadcast_to(reshape(gy, _keepdims_shape(x.shape, self.axes)), x.shape)
+        return broadcast_to(reshape(gy, keepdims_shape(x.shape, self.axes)), x.shape)
 
 
 def sum(x, axis=None, keepdims=False):
@@ -335,12 +325,13 @@ def sum(x, axis=None, keepdims=False):
 
 
 def mean(x, axis=None, keepdims=False):
+    """Σ x / n over ``axis``; over an empty axis 0/0 = NaN, as in NumPy and PyTorch."""
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim)
+    axes = reduction_axes(axis, x.ndim)
     n = 1
     for a in axes:
         n *= x.shape[a]
-    return sum(x, axis, keepdims) * (1.0 / n)
+    return sum(x, axis, keepdims) * (1.0 / n if n else float("nan"))
 
 
 class Max(Function):
@@ -350,13 +341,16 @@ class Max(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.axes = _axes(self.axis, x.ndim)
+        self.axes = reduction_axes(self.axis, x.ndim)
+        if any(x.shape[a] == 0 for a in self.axes):
+            raise ValueError(f"max: cannot reduce over an empty axis (input of shape "
+                             f"{x.shape}, axis {self.axis}): a maximum needs a value")
         return x.max(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
         x, = self.inputs
         y, = self.outputs()
-        shape = _keepdims_shape(x.shape, self.axes)
+        shape = keepdims_shape(x.shape, self.axes)
         is_max = (x.data == y.data.reshape(shape)).astype(x.dtype)
         share = Tensor(is_max / is_max.sum(axis=self.axes, keepdims=True))
         return broadcast_to(reshape(gy, shape), x.shape) * share
@@ -373,7 +367,7 @@ def min(x, axis=None, keepdims=False):
 # Comparisons have no gradient: they return constant boolean Tensors.
 def _compare(name):
     def compare(a, b):
-        a, b = _pair(a, b)
+        a, b = _operands(a, b)
         xp = backend.get_array_module(a, b)
         return Tensor(getattr(xp, name)(a.data, b.data))
     compare.__name__ = name

@@ -8,23 +8,15 @@ from .. import backend
 from ..autograd import Tensor, as_tensor
 from .math import mean, sqrt
 from .shape import reshape
+from .utils import check_float
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """y = (x − μ) / √(σ² + ε) · weight + bias, with μ and σ² (biased) over the trailing
     ``normalized_shape`` axes of x, as ``torch.nn.functional.layer_norm``."""
     x = as_tensor(x)
-    normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
-                        else tuple(normalized_shape))
-    k = len(normalized_shape)
-    if k == 0 or x.shape[x.ndim - k:] != normalized_shape or k > x.ndim:
-        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} does not match the "
-                         f"trailing dimensions of the input of shape {x.shape}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != normalized_shape:
-            raise ValueError(f"layer_norm: {name} has shape {tuple(t.shape)}, expected "
-                             f"{normalized_shape}")
-    axes = tuple(range(x.ndim - k, x.ndim))
+    normalized_shape = _check_layer_norm(x, normalized_shape, weight, bias)
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
     mu = mean(x, axis=axes, keepdims=True)
     xc = x - mu
     var = mean(xc * xc, axis=axes, keepdims=True)
@@ -46,23 +38,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
     evaluation: the running estimates replace the batch statistics.
     """
     x = as_tensor(x)
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(f"batch_norm: expected an input of shape (N, C), (N, C, L) or "
-                         f"(N, C, H, W), got {x.shape}")
+    _check_batch_norm(x, running_mean, running_var, weight, bias, training)
     C = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != (C,):
-            raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({C},) "
-                             f"for an input of shape {x.shape}")
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, C) + (1,) * (x.ndim - 2)  # per-channel values broadcast over N, H, W
     xp = backend.get_array_module(x)
     if training:
         m = x.size // C
-        if m <= 1:
-            raise ValueError(f"batch_norm: training needs more than one value per channel, "
-                             f"got an input of shape {x.shape}")
         mu = mean(x, axis=axes, keepdims=True)
         xc = x - mu
         var = mean(xc * xc, axis=axes, keepdims=True)
@@ -75,8 +57,6 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
             running_var += xp.asarray(momentum * unbiased, dtype=running_var.dtype)
         y = xc / sqrt(var + eps)
     else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")
         rm = backend.unwrap(running_mean)
         rv = backend.unwrap(running_var)
         inv_std = 1.0 / xp.sqrt(xp.asarray(rv, dtype=x.dtype) + x.dtype.type(eps))
@@ -87,3 +67,37 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
     if bias is not None:
         y = y + reshape(bias, shape)
     return y
+
+
+def _check_layer_norm(x, normalized_shape, weight, bias):
+    """``normalized_shape`` as a tuple matching x's trailing axes, or a clear error."""
+    normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
+                        else tuple(normalized_shape))
+    k = len(normalized_shape)
+    if k == 0 or x.shape[x.ndim - k:] != normalized_shape or k > x.ndim:
+        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} does not match the "
+                         f"trailing dimensions of the input of shape {x.shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != normalized_shape:
+            raise ValueError(f"layer_norm: {name} has shape {tuple(t.shape)}, expected "
+                             f"{normalized_shape}")
+    check_float("layer_norm", x)
+    return normalized_shape
+
+
+def _check_batch_norm(x, running_mean, running_var, weight, bias, training):
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"batch_norm: expected an input of shape (N, C), (N, C, L) or "
+                         f"(N, C, H, W), got {x.shape}")
+    C = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (C,):
+            raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({C},) "
+                             f"for an input of shape {x.shape}")
+    check_float("batch_norm", x)
+    if training and x.size // max(C, 1) <= 1:
+        raise ValueError(f"batch_norm: training needs more than one value per channel, "
+                         f"got an input of shape {x.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")

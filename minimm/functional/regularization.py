@@ -79,12 +79,24 @@ def multitask_loss(task_losses, params, lam, reg="l2", weights=None, return_term
     ``terms`` a dict of scalar Tensors: each task's contribution w_i·ℓ_i under its name, and
     λ·R(θ) under ``"reg"`` — so ``total == sum(terms.values())`` and each can be logged.
     """
+    named, w = _check_multitask(task_losses, lam, reg, weights)
+    terms = {}
+    for (name, loss), w_i in zip(named, w):
+        terms[name] = loss if w_i == 1.0 else mul(loss, w_i)       # w_i ℓ_i
+    params = _as_param_list(params, "multitask_loss")
+    R = _PENALTIES[reg](params) if params else as_tensor(0.0, like=named[0][1].data)
+    terms["reg"] = mul(R, float(lam))                               # λ R(θ)
+    total = _sum_all(list(terms.values()))                          # Σ_i w_i ℓ_i + λ R(θ)
+    return (total, terms) if return_terms else total
+
+
+def _check_multitask(task_losses, lam, reg, weights):
+    """The (name, loss) pairs in task order and their weights w_i, or a clear error."""
     op = "multitask_loss"
     if reg not in _PENALTIES:
         raise ValueError(f"{op}: reg must be 'l2' or 'l1', got {reg!r}")
-    lam = float(lam)
-    if lam < 0:
-        raise ValueError(f"{op}: the regularisation weight lam must be >= 0, got {lam}")
+    if float(lam) < 0:
+        raise ValueError(f"{op}: the regularisation weight lam must be >= 0, got {float(lam)}")
     if isinstance(task_losses, dict):
         named = list(task_losses.items())
     elif isinstance(task_losses, Tensor):
@@ -99,24 +111,14 @@ def multitask_loss(task_losses, params, lam, reg="l2", weights=None, return_term
         if not isinstance(loss, Tensor) or loss.size != 1:
             shape = loss.shape if isinstance(loss, Tensor) else type(loss).__name__
             raise ValueError(f"{op}: task loss {name!r} must be a scalar Tensor, got {shape}")
-    if weights is not None:
-        if isinstance(weights, dict):
-            unknown = set(weights) - {n for n, _ in named}
-            if unknown:
-                raise ValueError(f"{op}: weights name unknown tasks {sorted(unknown)}")
-            w = [float(weights.get(n, 1.0)) for n, _ in named]
-        else:
-            w = [float(x) for x in weights]
-            if len(w) != len(named):
-                raise ValueError(f"{op}: {len(w)} weights for {len(named)} task losses")
-    else:
-        w = [1.0] * len(named)
-
-    terms = {}
-    for (name, loss), w_i in zip(named, w):
-        terms[name] = loss if w_i == 1.0 else mul(loss, w_i)      # w_i ℓ_i
-    params = _as_param_list(params, op)
-    R = _PENALTIES[reg](params) if params else as_tensor(0.0, like=named[0][1].data)
-    terms["reg"] = mul(R, lam)                                    # λ R(θ)
-    total = _sum_all(list(terms.values()))                        # Σ_i w_i ℓ_i + λ R(θ)
-    return (total, terms) if return_terms else total
+    if weights is None:
+        return named, [1.0] * len(named)
+    if isinstance(weights, dict):
+        unknown = set(weights) - {n for n, _ in named}
+        if unknown:
+            raise ValueError(f"{op}: weights name unknown tasks {sorted(unknown)}")
+        return named, [float(weights.get(n, 1.0)) for n, _ in named]
+    w = [float(x) for x in weights]
+    if len(w) != len(named):
+        raise ValueError(f"{op}: {len(w)} weights for {len(named)} task losses")
+    return named, w

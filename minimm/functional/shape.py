@@ -1,25 +1,13 @@
 """Operations that move values around without arithmetic: the gradient moves them back."""
 from .. import backend
 from ..autograd import Function, as_tensor
+from .utils import check_broadcast
 
 
 def _normalise_shape(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
     return tuple(int(s) for s in shape)
-
-
-def _check_broadcast(op, shape_a, shape_b):
-    """The broadcast shape of two shapes, or an error naming ``op`` and both shapes."""
-    out = []
-    for i in range(1, max(len(shape_a), len(shape_b)) + 1):
-        a = shape_a[-i] if i <= len(shape_a) else 1
-        b = shape_b[-i] if i <= len(shape_b) else 1
-        if a != b and a != 1 and b != 1:
-            raise ValueError(f"{op}: shapes {tuple(shape_a)} and {tuple(shape_b)} cannot be "
-                             f"broadcast together (dimension -{i}: {a} vs {b})")
-        out.append(max(a, b) if a != 0 and b != 0 else 0)
-    return tuple(reversed(out))
 
 
 class Reshape(Function):
@@ -84,7 +72,7 @@ class BroadcastTo(Function):
 
     def forward(self, x):
         self.in_shape = x.shape
-        if _check_broadcast("broadcast_to", x.shape, self.shape) != self.shape:
+        if check_broadcast("broadcast_to", x.shape, self.shape) != self.shape:
             raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {self.shape}")
         xp = backend.get_array_module(x)
         return xp.broadcast_to(x, self.shape)
@@ -271,4 +259,7 @@ def split(x, sections, axis=0):
 def flatten(x, start_dim=1):
     """Merges the axes from ``start_dim`` on: (N, C, H, W) -> (N, C·H·W)."""
     x = as_tensor(x)
-    return reshape(x, x.shape[:start_dim] + (-1,))
+    merged = 1
+    for s in x.shape[start_dim:]:
+        merged *= s
+    return reshape(x, x.shape[:start_dim] + (merged,))   # not −1: that is ambiguous when empty

@@ -26,9 +26,16 @@ The Dense layer's softmax is left to the loss (``F.cross_entropy`` takes logits)
 the same model and numerically stable. An optional second head predicts the superclass
 (vehicle / animal) from the same fused features: the multi-task setting of §4.1.3, trained
 with ``F.multitask_loss`` (Σ task losses + λ R(θ)).
+
+Modality dropout (an option beyond the article, ``text_dropout=p``): in training mode the text
+features of each sample are replaced by zeros with probability p, so the head must also learn
+to classify from the image alone and cannot lean on the caption for every sample.
 """
+
+from .. import backend
 from .. import functional as F
 from .. import nn
+from ..autograd import Tensor
 
 EMBED_DIM, HIDDEN_SIZE, IMAGE_FEATURES = 64, 128, 512
 MODES = ("multimodal", "image", "text")
@@ -79,6 +86,10 @@ class MultiModalModel(nn.Module):
     num_classes:      the main head, Linear(features -> num_classes) returning logits.
     num_superclasses: None for one task; 2 adds a second head, Linear(features -> 2), for
                       vehicle / animal (multi-task learning, §4.1.3).
+    text_dropout:     modality dropout, mode "multimodal" only: in training mode each sample's
+                      text features are zeroed with this probability (drawn with ``rng``, or
+                      minimm's default generator); not rescaled, since at test time the text
+                      is there at its trained size. 0 (default) is the article's model.
 
     ``forward(images, ids=None, lengths=None)`` returns the logits (B, num_classes), or
     ``(logits, super_logits)`` with a second head. A branch the mode does not use ignores
@@ -87,7 +98,7 @@ class MultiModalModel(nn.Module):
     """
 
     def __init__(self, vocab_size, num_classes=10, mode="multimodal", num_superclasses=None,
-                 embedding_dim=EMBED_DIM, hidden_size=HIDDEN_SIZE, rng=None):
+                 embedding_dim=EMBED_DIM, hidden_size=HIDDEN_SIZE, text_dropout=0.0, rng=None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"MultiModalModel: mode must be one of {MODES}, got {mode!r}")
@@ -97,7 +108,14 @@ class MultiModalModel(nn.Module):
         if num_superclasses is not None and int(num_superclasses) < 2:
             raise ValueError(f"MultiModalModel: num_superclasses must be None or >= 2, got "
                              f"{num_superclasses!r}")
+        if not 0.0 <= float(text_dropout) < 1.0:
+            raise ValueError(f"MultiModalModel: text_dropout must be in [0, 1), got "
+                             f"{text_dropout!r}")
+        if text_dropout and mode != "multimodal":
+            raise ValueError(f"MultiModalModel: text_dropout drops the text next to the image; "
+                             f"mode {mode!r} has no second modality (use mode='multimodal')")
         self.mode = mode
+        self.text_dropout, self.rng = float(text_dropout), rng
         self.vocab_size = int(vocab_size) if vocab_size is not None else 0
         self.num_classes = int(num_classes)
         self.num_superclasses = int(num_superclasses) if num_superclasses else None
@@ -124,8 +142,19 @@ class MultiModalModel(nn.Module):
         if self.text is not None:
             if ids is None:
                 raise ValueError(f"MultiModalModel({self.mode!r}): caption ids are required")
-            feats.append(self.text(ids, lengths))             # (B, 128)
+            h_txt = self.text(ids, lengths)                   # (B, 128)
+            if self.training and self.text_dropout > 0.0:
+                h_txt = self._drop_text(h_txt)
+            feats.append(h_txt)
         return feats[0] if len(feats) == 1 else F.concat(feats, axis=1)   # (B, 640)
+
+    def _drop_text(self, h_txt):
+        """h_txt with the rows of a random ``text_dropout`` share of the samples zeroed."""
+        xp = backend.get_array_module(h_txt)
+        rng = self.rng if self.rng is not None else F.default_generator()
+        u = rng.random((h_txt.shape[0], 1))                   # one draw per sample, host side
+        keep = xp.asarray(u >= self.text_dropout, dtype=h_txt.dtype)
+        return h_txt * Tensor(keep)
 
     def forward(self, images=None, ids=None, lengths=None):
         z = self.features(images, ids, lengths)
@@ -140,17 +169,20 @@ class MultiModalModel(nn.Module):
         return {"mode": self.mode, "vocab_size": self.vocab_size,
                 "num_classes": self.num_classes,
                 "num_superclasses": self.num_superclasses or 0,
-                "embedding_dim": self.embedding_dim, "hidden_size": self.hidden_size}
+                "embedding_dim": self.embedding_dim, "hidden_size": self.hidden_size,
+                "text_dropout": self.text_dropout}
 
     @classmethod
     def from_config(cls, config, rng=None):
         return cls(int(config["vocab_size"]), int(config["num_classes"]), str(config["mode"]),
                    int(config.get("num_superclasses", 0)) or None,
                    int(config.get("embedding_dim", EMBED_DIM)),
-                   int(config.get("hidden_size", HIDDEN_SIZE)), rng=rng)
+                   int(config.get("hidden_size", HIDDEN_SIZE)),
+                   float(config.get("text_dropout", 0.0)), rng=rng)
 
     def extra_repr(self):
-        return f"mode={self.mode!r}, multitask={self.multitask}"
+        extra = f", text_dropout={self.text_dropout}" if self.text_dropout else ""
+        return f"mode={self.mode!r}, multitask={self.multitask}{extra}"
 
 
 __all__ = ["ImageBranch", "TextBranch", "MultiModalModel", "MODES", "EMBED_DIM",

@@ -12,7 +12,6 @@ import math
 
 from .. import backend
 from .. import functional as F
-from ..autograd import Tensor
 from . import init
 from .module import Module, Parameter
 
@@ -73,7 +72,7 @@ class MultiHeadAttention(Module):
             raise ValueError(f"{name}: k and v must have the same length L_k, got k {k.shape} "
                              f"and v {v.shape}")
 
-    def _allowed(self, mask, key_padding_mask, B, L_q, L_k, xp):
+    def _combined_mask(self, mask, key_padding_mask, B, L_k, xp):
         """One boolean mask (True = may attend) broadcastable to (B, h, L_q, L_k)."""
         allowed = None
         if mask is not None:
@@ -85,8 +84,7 @@ class MultiHeadAttention(Module):
                                  f"(B, L_q, L_k) or (B, h, L_q, L_k), got {mask.shape}")
             allowed = mask
         if key_padding_mask is not None:
-            kpm = xp.asarray(key_padding_mask.data if isinstance(key_padding_mask, Tensor)
-                             else key_padding_mask)
+            kpm = xp.asarray(backend.unwrap(key_padding_mask))
             if kpm.shape != (B, L_k) or kpm.dtype != bool:
                 raise ValueError(f"MultiHeadAttention: key_padding_mask must be boolean of "
                                  f"shape (B, L_k) = ({B}, {L_k}), True at padding; got "
@@ -103,12 +101,12 @@ class MultiHeadAttention(Module):
         padded keys (PyTorch's convention). ``causal=True`` hides the future.
         """
         self._check(q, k, v)
-        B, L_q, L_k = q.shape[0], q.shape[1], k.shape[1]
+        B, L_k = q.shape[0], k.shape[1]
         Q = self._split_heads(F.linear(q, self.W_q, self.b_q))   # Q W_i^Q  (B, h, L_q, d_k)
         K = self._split_heads(F.linear(k, self.W_k, self.b_k))   # K W_i^K  (B, h, L_k, d_k)
         V = self._split_heads(F.linear(v, self.W_v, self.b_v))   # V W_i^V  (B, h, L_k, d_k)
-        allowed = self._allowed(mask, key_padding_mask, B, L_q, L_k,
-                                backend.get_array_module(Q))
+        allowed = self._combined_mask(mask, key_padding_mask, B, L_k,
+                                      backend.get_array_module(Q))
         heads, weights = F.scaled_dot_product_attention(          # head_i, all i at once
             Q, K, V, mask=allowed, causal=causal,
             dropout=self.dropout if self.training else 0.0, rng=self.rng)

@@ -7,7 +7,7 @@ Generator) or the default generator that ``nn.init.manual_seed`` resets.
 import math
 
 from .. import functional as F
-from ..functional.conv import _pair
+from ..functional.utils import int_pair
 from . import init
 from .module import Module, Parameter
 
@@ -19,9 +19,9 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  rng=None):
         super().__init__()
-        kh, kw = _pair(kernel_size, "kernel_size", "Conv2d", 1)
-        self.stride = _pair(stride, "stride", "Conv2d", 1)
-        self.padding = _pair(padding, "padding", "Conv2d", 0)
+        kh, kw = int_pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = int_pair(stride, "stride", "Conv2d", 1)
+        self.padding = int_pair(padding, "padding", "Conv2d", 0)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = (kh, kw)
         shape = (self.out_channels, self.in_channels, kh, kw)

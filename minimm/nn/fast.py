@@ -14,7 +14,7 @@ from ..functional.fast import conv as fast_conv
 from ..functional.fast import lookup as fast_lookup
 from ..functional.fast import normalization as fast_normalization
 from ..functional.fast import recurrent as fast_recurrent
-from ..functional.conv import _pair
+from ..functional.utils import int_pair as _pair
 from .attention import MultiHeadAttention
 from .conv import Conv2d, MaxPool2d
 from .layers import ReLU
@@ -58,7 +58,7 @@ def multi_head_attention_forward(module, q, k, v, mask=None, key_padding_mask=No
     module._check(q, k, v)
     B, L_q, L_k = q.shape[0], q.shape[1], k.shape[1]
     xp = backend.get_array_module(q)
-    allowed = module._allowed(mask, key_padding_mask, B, L_q, L_k, xp)
+    allowed = module._combined_mask(mask, key_padding_mask, B, L_k, xp)
     if causal:
         future = causal_mask(L_q, L_k, xp)
         allowed = future if allowed is None else allowed & future

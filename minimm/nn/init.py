@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..functional.nn_ops import default_generator, manual_seed  # noqa: F401  (re-exported)
+from ..functional.random import default_generator, manual_seed  # noqa: F401  (re-exported)
 
 __all__ = ["manual_seed", "default_generator", "calculate_gain", "fans", "uniform", "normal",
            "zeros", "ones", "kaiming_uniform", "kaiming_normal", "xavier_uniform",

@@ -34,7 +34,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Function, Tensor, enable_grad, grad, is_grad_enabled
-from ..attention import _row_max
+from ..attention_fast import row_max as _row_max
 
 
 def _rowsum(a, xp):
@@ -197,7 +197,7 @@ class MultiHeadAttentionFast(Function):
 
     def _composed_backward(self, gy):
         from ..attention import scaled_dot_product_attention
-        from ..nn_ops import linear
+        from ..dense import linear
         from ..shape import reshape, transpose
         n_in = 1 if self.self_attention else 3
         ins = list(self.inputs[:n_in]) * (3 if self.self_attention else 1)

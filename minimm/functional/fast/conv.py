@@ -29,7 +29,8 @@ from the readable composed twin, :func:`minimm.functional.conv.conv2d_simple`.
 from ... import backend
 from ...autograd import Function, Tensor, as_tensor, enable_grad, grad, is_grad_enabled
 from ..activations import relu
-from ..conv import _check_conv, _pair, _pool_args, conv2d_simple, max_pool2d_simple
+from ..conv import _check_conv, _check_pool, conv2d_simple, max_pool2d_simple
+from ..utils import int_pair as _pair
 
 
 # -- the layout ------------------------------------------------------------------------------
@@ -281,8 +282,7 @@ class Conv2dCHWN(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, W, b=None):
-        OH, OW = _check_conv(x.shape, W.shape, None if b is None else b.shape,
-                             self.stride, self.padding)
+        OH, OW = _check_conv(x, W, b, self.stride, self.padding)[-1]
         xp = backend.get_array_module(x)
         xc = to_chwn(x)
         C_out, N = W.shape[0], xc.shape[3]
@@ -367,8 +367,7 @@ class Conv2dReLUMaxPool(Function):
         self.stride, self.padding, self.kernel = stride, padding, kernel
 
     def forward(self, x, W, b=None):
-        OH, OW = _check_conv(x.shape, W.shape, None if b is None else b.shape,
-                             self.stride, self.padding)
+        OH, OW = _check_conv(x, W, b, self.stride, self.padding)[-1]
         xp = backend.get_array_module(x)
         (kh, kw), C_out = self.kernel, W.shape[0]
         PH, PW = OH // kh, OW // kw
@@ -517,7 +516,7 @@ def max_pool2d(x, kernel_size, stride=None):
     """:func:`minimm.functional.max_pool2d` in the CHWN layout when the windows tile the
     image (stride = kernel); other strides go to the readable im2col path."""
     x = as_tensor(x)
-    kernel, stride, _ = _pool_args("max_pool2d", x, kernel_size, stride)
+    _, kernel, stride, _ = _check_pool("max_pool2d", x, kernel_size, stride)
     if stride != kernel:
         return max_pool2d_simple(x, kernel, stride)
     return MaxPool2dCHWN(kernel)(x)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Function, Tensor, as_tensor, is_grad_enabled
-from ..nn_ops import EmbeddingGrad, _check_ids
+from ..lookup import EmbeddingGrad, _check_ids
 
 
 def rows_scatter_add(vocab, ids, values):
@@ -34,7 +34,7 @@ def rows_scatter_add(vocab, ids, values):
 
 class EmbeddingFast(Function):
     """y[…, :] = W[ids[…], :];  ∂L/∂W by :func:`rows_scatter_add` (a differentiable backward,
-    ``create_graph=True``, goes through the readable :class:`~minimm.functional.nn_ops.
+    ``create_graph=True``, goes through the readable :class:`~minimm.functional.lookup.
     EmbeddingGrad`)."""
 
     def __init__(self, ids):
@@ -56,5 +56,5 @@ def embedding(ids, W):
     W = as_tensor(W)
     if W.ndim != 2:
         raise ValueError(f"embedding: W must be 2-D (vocab, dim), got shape {W.shape}")
-    ids = _check_ids("embedding", ids, W.shape[0], backend.get_array_module(W))
+    ids = _check_ids("embedding", ids, W, backend.get_array_module(W))
     return EmbeddingFast(ids)(W)

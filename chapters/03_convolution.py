@@ -313,7 +313,7 @@ print("speed-ups:", [f"{s:.0f}x" for s in speedups])
 # The speed-up grows with the image: the loop pays Python's overhead per output pixel, im2col
 # pays it per kernel offset (9 times) and hands the arithmetic to BLAS. In a real network on
 # this CPU the remaining cost is mostly *moving data* (building columns, col2im, transposes)
-# rather than arithmetic; `tools/bench_conv.py` times each phase against PyTorch.
+# rather than arithmetic; `benchmarks/phases.py --part image` times each phase.
 
 # %% [markdown]
 # ## 3.7 Experiment 2: what a convolution sees
@@ -407,7 +407,7 @@ print("image features:", features.shape, features.dtype)
 #    matter in training?
 # 5. Express `avg_pool2d` with kernel $k$ and stride $k$ as a convolution with a fixed
 #    weight. What is that weight, and what are its input and output channels?
-# 6. Run `python tools/bench_conv.py --profile` and find the phase that costs the most for
+# 6. Run `python benchmarks/phases.py --part image` and find the phase that costs the most for
 #    each layer. Is it arithmetic or data movement?
 
 # %%

@@ -1,13 +1,12 @@
 """The command line: ``python -m minimm <command>`` (or ``minimm <command>`` once installed).
 
     python -m minimm demo                      # train a tiny classifier in seconds, no download
-    python -m minimm bench [--batch-sizes 32,128] [--repeats N] [--no-torch] [--only image,text]
     python -m minimm train --data cifar-10-binary.tar.gz --model multimodal --out runs/mm
     python -m minimm evaluate --checkpoint runs/mm/model.npz --data cifar-10-binary.tar.gz
     python -m minimm caption --checkpoint runs/captioner/model.npz --data ... --count 8
 
-Parsers and thin handlers: the work is done by library functions (``minimm.experiments``,
-``minimm.bench``). Every number is checked by its argparse type before anything is loaded. A
+Parsers and thin handlers: the work is done by library functions (``minimm.experiments``); the
+benchmarks are scripts outside the package (``python benchmarks/bench.py``). Every number is checked by its argparse type before anything is loaded. A
 user's mistake, found by argparse or raised anywhere as :class:`minimm.UsageError`, is printed
 by :func:`main` as one line ``error: ...`` on stderr, without a traceback, exit code 2. A model
 kind for ``train --model`` is registered in an experiments module (see minimm.experiments).
@@ -21,8 +20,7 @@ import numpy as np
 
 from . import distributed, experiments
 from .errors import UsageError
-from .experiments import (names, non_negative_int, positive_float, positive_int,
-                          positive_ints)
+from .experiments import non_negative_int, positive_float, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,16 +51,6 @@ def _folder(path, flag):
 def demo(args):
     from .experiments.spiral import run_demo
     run_demo(args.steps, args.hidden, args.lr, args.seed, _device(args.device))
-
-
-def bench(args):
-    from .bench import run_benchmarks
-    device = _device(args.device)
-    try:
-        run_benchmarks(args.batch_sizes, args.repeats, use_torch=not args.no_torch,
-                       only=args.only, device=device, seed=args.seed)
-    except ValueError as e:                   # an unknown benchmark name, for instance
-        raise UsageError(str(e)) from e
 
 
 def train(args):
@@ -112,18 +100,6 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=demo)
-
-    p = sub.add_parser("bench", help="time train steps of the reference models (side by side "
-                                     "with PyTorch if installed)")
-    p.add_argument("--batch-sizes", type=positive_ints, default=[32, 128], metavar="B1,B2")
-    p.add_argument("--repeats", type=positive_int, default=10,
-                   help="timed steps per model (median)")
-    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
-    p.add_argument("--only", type=names, default=None, metavar="NAME,...",
-                   help="benchmarks to run (default: all registered: image, text, fused, …)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.set_defaults(func=bench)
 
     p = sub.add_parser("train", help="train a model of a case study (default: the article's "
                                      "§4.3/§5.2 model on CIFAR-10 with synthetic captions)")

@@ -88,8 +88,8 @@ ALL = [(name, tokens) for name, text in documents() for tokens in commands(text)
 
 def test_the_commands_are_found():
     readme = [tokens for name, tokens in ALL if name == "README.md"]
-    assert len(readme) >= 5, readme            # train (set-up and offline), evaluate, demo, bench
-    assert {t[0] for t in readme} >= {"train", "evaluate", "demo", "bench"}
+    assert len(readme) >= 5, readme            # train (set-up and offline), evaluate, demo
+    assert {t[0] for t in readme} >= {"train", "evaluate", "demo"}
     assert any(name.startswith("chapters/") for name, _ in ALL)
     # the extraction itself, on the forms the documents use
     assert commands("run `python -m minimm demo --steps 5`.") == [["demo", "--steps", "5"]]

@@ -9,6 +9,7 @@ import minimm  # noqa: F401  (imports every layer, so every Function subclass ex
 import minimm.amp  # noqa: F401
 import minimm.compress  # noqa: F401
 import minimm.models  # noqa: F401
+import minimm.nn.fast  # noqa: F401  (the fast kernels' Functions)
 import minimm.train  # noqa: F401
 from minimm.autograd import Function
 
@@ -42,6 +43,14 @@ GRADCHECKED_BY = {  # Function -> "test module::test function" that gradchecks i
     "Conv2d": "test_conv::test_conv2d_gradcheck", "MaxPool2dTiled": "test_conv::test_pooling_gradcheck",
     "_TiledGather": "test_conv::test_tiled_max_pool_matches_composed_oracle",
     "_TiledScatter": "test_conv::test_tiled_max_pool_matches_composed_oracle",
+    # the fast kernels (minimm.functional.fast), each also tested against its readable twin
+    "Conv2dCHWN": "test_fast_conv::test_conv2d_chwn_gradcheck_and_gradgradcheck",
+    "MaxPool2dCHWN": "test_fast_conv::test_max_pool_chwn_matches_numpy_and_gradchecks",
+    "Conv2dReLUMaxPool": "test_fast_conv::test_fused_conv_relu_pool_matches_numpy_and_gradchecks",
+    "EmbeddingFast": "test_fast_layers::test_fast_embedding_gradient_sums_repeated_ids_as_add_at",
+    "BatchNorm2dFast": "test_fast_layers::test_fast_batch_norm_gradcheck_and_gradgradcheck",
+    "LSTMFast": "test_fast_recurrent::test_fast_lstm_gradcheck_and_gradgradcheck",
+    "MultiHeadAttentionFast": "test_fast_attention::test_fused_mha_function_gradcheck_and_gradgradcheck",
     "RoundSTE": "test_compress::test_round_ste_forward_rounds_and_backward_is_the_identity",
     "FastSoftmax": "test_attention::test_masked_softmax_grad_and_gradgrad",
     "Softplus": "test_ops::test_unary_forward_and_grad",

@@ -39,7 +39,7 @@ from ..errors import UsageError
 from ..models import CLIP
 from ..models.clip import IMAGE_ENCODERS, TEXT_ENCODERS, decay_groups
 from ..train import PrintEpochs, fit, load_checkpoint, restore
-from . import cifar10, non_negative_float, non_negative_int, positive_int, register
+from . import cifar10, non_negative_int, positive_int, register
 from . import transformer
 
 PAIR_KEYS = ("images", "ids", "lengths")      # what pretraining sees: no labels
@@ -149,8 +149,6 @@ def add_arguments(parser):
                    help="the Transformer of --mode text or the article's LSTM branch")
     g.add_argument("--embed-dim", type=positive_int, default=128,
                    help="the shared embedding's width")
-    g.add_argument("--weight-decay", type=non_negative_float, default=0.1,
-                   help="AdamW's decoupled weight decay of the weight matrices")
     g.add_argument("--templates", type=positive_int, default=len(prompts.ZERO_SHOT_TEMPLATES),
                    metavar="M", help=f"zero-shot with the first M of the "
                    f"{len(prompts.ZERO_SHOT_TEMPLATES)} held-out templates")
@@ -179,6 +177,8 @@ def train(args, say=print):
     """Pretrain, then test; returns the metrics it writes to DIR/metrics.json."""
     t_start = time.perf_counter()
     _check_args(args)
+    if args.weight_decay is None:            # --weight-decay is shared with the fast recipe
+        args.weight_decay = 0.1               # AdamW's decay of CLIP's weight matrices
     epochs = args.epochs or (1 if args.quick else 10)
     limit_train = args.limit_train or (cifar10.QUICK_TRAIN if args.quick else None)
     limit_test = args.limit_test or (cifar10.QUICK_TEST if args.quick else None)

@@ -36,7 +36,7 @@ import numpy as np
 
 import minimm as mm
 from minimm import functional as F, nn
-from minimm.data import CLASSES, captions, cifar10, standin
+from minimm.data import CLASSES, captions, standin
 from minimm.experiments.cifar10 import Objective, caption_dataset, model_inputs
 from minimm.models import MultiModalTransformer
 from minimm.train import evaluate, fit
@@ -64,21 +64,12 @@ print("minimm", mm.__version__, "| quick mode:", QUICK)
 # vector is the input of the final linear layer, as in BERT and ViT.
 
 # %%
-path = None if QUICK else standin.find_cifar10()
-if path is not None:
-    N_TRAIN, N_TEST, EPOCHS = 10_000, 2_000, 2
-    (x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(path=path, download=False)
-    x_train, y_train = x_train[:N_TRAIN], y_train[:N_TRAIN]
-    x_test, y_test = x_test[:N_TEST], y_test[:N_TEST]
-    print(f"real CIFAR-10 from {path}: {len(y_train)} train / {len(y_test)} test images")
-else:
-    N_TRAIN, N_TEST, EPOCHS = (1_200, 300, 2) if QUICK else (6_000, 1_000, 3)
-    x_train, y_train = standin.stand_in_images(N_TRAIN, seed=100 + SEED)
-    x_test, y_test = standin.stand_in_images(N_TEST, seed=200 + SEED)
-    print("NOTE: this is a SYNTHETIC STAND-IN for CIFAR-10 (chapter 8's), not the real data"
-          + (" (quick mode)" if QUICK else " (no local copy found; set MINIMM_CIFAR10)") + ":")
-    print(f"  {len(y_train)} train / {len(y_test)} test images; the accuracies below are "
-          f"about this stand-in.")
+(x_train, y_train), (x_test, y_test), path = standin.case_study_images(  # chapter 8's data
+    QUICK, real=(10_000, 2_000), stand_in=(6_000, 1_000), quick_sizes=(1_200, 300), seed=SEED)
+EPOCHS = 2 if path is not None else (2 if QUICK else 3)
+print(f"real CIFAR-10 from {path}" if path else
+      "NOTE: a SYNTHETIC STAND-IN for CIFAR-10 (chapter 8's), not the real data; the numbers "
+      "are about it", f"| {len(y_train)} train / {len(y_test)} test images, {EPOCHS} epochs")
 vocab = captions.caption_vocabulary()
 train = caption_dataset(x_train, y_train, caption_seed=SEED, vocab=vocab)     # noisy captions
 test = caption_dataset(x_test, y_test, caption_seed=SEED + 1, vocab=vocab)

@@ -29,10 +29,10 @@ import numpy as np
 from IPython.display import display
 
 import minimm as mm
-from minimm import callbacks, functional as F, nn, viz
+from minimm import callbacks, functional as F, viz
 from minimm.data import CLASSES, captions, standin
 from minimm.data.loader import normalize_images
-from minimm.models import MultiModalModel
+from minimm.models import MultiModalModel, MultiModalTransformer
 from minimm.experiments.cifar10 import Objective, caption_dataset
 from minimm.train import fit
 
@@ -250,72 +250,55 @@ plt.show()
 # $A = \operatorname{softmax}(QK^\top/\sqrt{d_k})$ (chapter 5) is a distribution over the keys,
 # and `nn.MultiHeadAttention` keeps the last one in `.attn_weights`, shape $(B, h, L_q, L_k)$
 # (chapter 6). To read them on our task we need a model whose attention mixes the modalities:
-# a minimal ViT-style fusion Transformer, written here from library layers. The image is cut
-# into $4\times4 = 16$ patches of $8\times8$ pixels, each projected to $d = 32$ (the "image is
-# worth 16×16 words" idea at CIFAR scale); the caption's words are embedded to the same $d$; a
-# learned **[CLS]** vector goes first; each token gets a type embedding (CLS / patch / word) and
-# a position; one encoder layer attends over all $1 + 16 + 16$ tokens, padding masked; the class
-# is read from the [CLS] output. (Chapter 9, *The multimodal Transformer*, builds the full
-# model of this kind; `viz.attention_weights` reads any model's `.attn_weights` the same way.)
+# chapter 9's `MultiModalTransformer` from `minimm.models`, made small so that it trains
+# quickly. With `patch_size=8` the image is cut into $4\times4 = 16$ patches of $8\times8$
+# pixels, each projected to $d = 32$ by `nn.PatchEmbedding` (the "image is worth 16×16 words"
+# idea at CIFAR scale); the caption's words are embedded to the same $d$; a learned **[CLS]**
+# vector goes first; every patch and every word gets a learned position embedding of its
+# modality and a modality embedding (image / text); one pre-norm encoder layer with 4 heads
+# attends over all $1 + 16 + 16$ tokens, padding masked, and after the encoder's final
+# LayerNorm the class is read from the [CLS] output. The sequence is laid out as
+# $[\,\text{CLS};\ \text{patch}_1, \dots, \text{patch}_{16};\ \text{word}_1, \dots,
+# \text{word}_{16}\,]$, so in an attention row index 0 is [CLS], 1–16 the patches (row by
+# row) and 17–32 the caption's word slots. (Chapter 9 trains the same class with 64 patches of
+# $4\times4$ pixels and two layers; `viz.attention_weights` reads any model's `.attn_weights`
+# the same way.)
 
 # %%
-class TinyFusionTransformer(nn.Module):
-    """[CLS] + 16 image patches + caption words -> one pre-norm encoder layer -> class."""
-
-    def __init__(self, vocab_size, d=32, heads=2, patch=8, max_words=16, rng=None):
-        super().__init__()
-        self.patch, self.n_patches = patch, (32 // patch) ** 2
-        self.patch_proj = nn.Linear(3 * patch * patch, d, rng=rng)
-        self.words = nn.Embedding(vocab_size, d, rng=rng)
-        self.type = nn.Embedding(3, d, rng=rng)                  # 0 CLS, 1 patch, 2 word
-        self.cls = nn.Parameter(np.zeros((1, 1, d), np.float32))
-        self.pos = nn.LearnedPositionalEmbedding(1 + self.n_patches + max_words, d, rng=rng)
-        self.encoder = nn.TransformerEncoderLayer(d, heads, 2 * d, rng=rng)
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, 10, rng=rng)
-
-    def forward(self, images, ids, lengths):
-        B, p = images.shape[0], self.patch
-        g = 32 // p
-        patches = F.reshape(F.transpose(F.reshape(images, (B, 3, g, p, g, p)), 0, 2, 4, 1, 3, 5),
-                            (B, g * g, 3 * p * p))             # row-major patches (B, 16, 192)
-        T = ids.shape[1]
-        types = np.r_[0, np.ones(self.n_patches, int), np.full(T, 2)]
-        tokens = F.concat([F.broadcast_to(self.cls, (B, 1, self.cls.shape[2])),
-                           self.patch_proj(patches), self.words(ids)], axis=1)
-        tokens = self.pos(tokens + self.type(types))            # (B, 1 + 16 + T, d)
-        padding = np.arange(T)[None, :] >= np.asarray(lengths)[:, None]
-        key_padding = np.concatenate([np.zeros((B, 1 + self.n_patches), bool), padding], 1)
-        z = self.encoder(tokens, key_padding_mask=key_padding)
-        return self.head(self.norm(z[:, 0]))                   # the [CLS] output
-
-
-attn_model = TinyFusionTransformer(len(vocab), rng=np.random.default_rng(SEED))
+attn_model = MultiModalTransformer(len(vocab), 10, "multimodal", d_model=32, depth=1,
+                                   num_heads=4, patch_size=8, max_len=test["ids"].shape[1],
+                                   rng=np.random.default_rng(SEED))
+N_PATCHES = attn_model.pos_image.shape[0]                  # 16: (32 / 8)² patches
+GRID = attn_model.image_size // attn_model.patch_size     # 4: patches per row
+PATCHES = slice(1, 1 + N_PATCHES)                          # after [CLS], before the words
+WORDS = slice(1 + N_PATCHES, None)
+ATTN = "encoder.layers.0.attn"                             # the one layer's attention module
 attn_history = fit(attn_model, train, test, epochs=EPOCHS, batch_size=32, loss_fn=Objective(),
                    progress=False, seed=SEED,
                    optimizer=mm.optim.Adam(attn_model.parameters(), lr=3e-3))
 attn_model.eval()
-print("fusion Transformer, test accuracy per epoch:",
+print("multimodal Transformer, test accuracy per epoch:",
       [round(v, 3) for v in attn_history.history["val_accuracy"]])
 
 # %%
-show = np.r_[np.flatnonzero(kinds == captions.TRUE)[:2], np.flatnonzero(kinds == captions.WRONG)[:1],
-             np.flatnonzero(kinds == captions.NONE)[:1]]
+shown = np.r_[np.flatnonzero(kinds == captions.TRUE)[:2],            # two true captions,
+              np.flatnonzero(kinds == captions.WRONG)[:1],           # a wrong one, and one
+              np.flatnonzero(kinds == captions.NONE)[:1]]            # that names no class
 with mm.no_grad():
-    logits = attn_model(mm.tensor(normalize_images(x_test[show])), test["ids"][show],
-                        test["lengths"][show])
+    logits = attn_model(mm.tensor(normalize_images(x_test[shown])), test["ids"][shown],
+                        test["lengths"][shown])
 weights = viz.attention_weights(attn_model)
 print({name: w.shape for name, w in weights.items()})
-cls_row = viz.query_attention(weights["encoder.attn"], query=0)     # (B, 33), heads averaged
-patch_part, word_part = cls_row[:, 1:17], cls_row[:, 17:]
+cls_row = viz.query_attention(weights[ATTN], query=0)         # (B, 1 + 16 + 16), heads averaged
+patch_part, word_part = cls_row[:, PATCHES], cls_row[:, WORDS]
 print("[CLS] attention, share on: itself", np.round(cls_row[:, 0], 3),
       "| patches", np.round(patch_part.sum(1), 3), "| words", np.round(word_part.sum(1), 3))
-fig, axes = plt.subplots(2, len(show), figsize=(3.2 * len(show), 6))
-for col, n in enumerate(show):
+fig, axes = plt.subplots(2, len(shown), figsize=(3.2 * len(shown), 6))
+for col, n in enumerate(shown):
     words = captions.tokenize(texts[n])
     kind = ("no class", "true class", "wrong class")[kinds[n]]
     axes[0, col].imshow(x_test[n].transpose(1, 2, 0))
-    grid = viz.upsample_bilinear(patch_part[col].reshape(1, 4, 4), (32, 32))[0]
+    grid = viz.upsample_bilinear(patch_part[col].reshape(1, GRID, GRID), (32, 32))[0]
     im = axes[0, col].imshow(grid, cmap="magma", alpha=0.55,
                              vmin=0, vmax=max(patch_part.max(), 1e-6))
     axes[0, col].set_title(f"{CLASSES[y_test[n]]} → {CLASSES[logits.numpy()[col].argmax()]}\n"
@@ -340,9 +323,9 @@ with mm.no_grad():
     for start in range(0, len(y_test), 250):
         sl = slice(start, start + 250)
         attn_model(mm.tensor(normalize_images(x_test[sl])), test["ids"][sl], test["lengths"][sl])
-        rows.append(viz.query_attention(viz.attention_weights(attn_model)["encoder.attn"], 0))
+        rows.append(viz.query_attention(viz.attention_weights(attn_model)[ATTN], 0))
 cls_all = np.concatenate(rows)                                   # (N, 33)
-words_all = cls_all[:, 17:]
+words_all = cls_all[:, WORDS]
 real = np.arange(words_all.shape[1])[None, :] < test["lengths"][:, None]
 is_class = np.isin(test["ids"], class_word_ids) & real
 is_template = real & ~is_class
@@ -354,8 +337,8 @@ for k, label in ((captions.TRUE, "true class"), (captions.WRONG, "wrong class"),
     sel = kinds == k
     per_class = (words_all[sel] * is_class[sel]).sum() / max(is_class[sel].sum(), 1)
     per_template = (words_all[sel] * is_template[sel]).sum() / is_template[sel].sum()
-    attention_by_kind[label] = (cls_all[sel, 1:17].sum(1).mean(), words_all[sel].sum(1).mean(),
-                                per_class, per_template)
+    attention_by_kind[label] = (cls_all[sel, PATCHES].sum(1).mean(),
+                                words_all[sel].sum(1).mean(), per_class, per_template)
     print(f"{label:>12} " + " ".join(f"{v:>{w}.3f}" for v, w in
                                      zip(attention_by_kind[label], (11, 9, 15, 18))))
 
@@ -364,12 +347,11 @@ for k, label in ((captions.TRUE, "true class"), (captions.WRONG, "wrong class"),
 # carries information — should get more weight than a template word, if the attention has
 # learned anything about the text; how the weight divides between patches and words depends on
 # how easy the images are (on the stand-in they are easy, and the patches dominate). On the real
-# CIFAR-10 (10,000 training images, 3 epochs) this chapter printed: one class word gets 0.45 of
+# CIFAR-10 (10,000 training images, 3 epochs) this chapter printed: one class word gets 0.32 of
 # the [CLS] token's attention, one template word 0.02; without a class word, the patches get
-# 0.67 instead of 0.46. A wrong
-# caption gets the same attention as a true one — the table's first two rows: attention shows
-# *where* the model looks, not whether what it found there is true, which is chapter 8's lesson
-# about trusting the text, seen from inside. The patch maps are coarse (16 patches) and, with
+# 0.78 instead of 0.59. A wrong caption gets the same attention as a true one — the table's
+# first two rows: attention shows *where* the model looks, not whether what it found there is
+# true, which is chapter 8's lesson about trusting the text, seen from inside. The patch maps are coarse (16 patches) and, with
 # one layer, often diffuse; attention weights are one view among several, and they need not
 # coincide with what the gradient says matters.
 #
@@ -457,7 +439,8 @@ assert lstm_dot.count("shape=box") == 14
 assert sal["map"].shape == (len(pick), 32, 32) and np.isfinite(sal["gradient"]).all()
 assert cam["cam"].shape == (len(pick), 32, 32) and cam["cam"].max() <= 1.0 + 1e-12
 assert np.allclose(cls_row.sum(axis=1), 1, atol=1e-5)
-assert np.allclose(cls_all.sum(axis=1), 1, atol=1e-5) and cls_all.shape == (len(y_test), 33)
+assert np.allclose(cls_all.sum(axis=1), 1, atol=1e-5)
+assert cls_all.shape == (len(y_test), 1 + N_PATCHES + test["ids"].shape[1])      # (N, 33)
 assert len(norms.steps) >= EPOCHS and all(len(v) == len(norms.steps)
                                           for v in norms.grad_norms.values())
 assert history.history["val_accuracy"][-1] > 0.2

@@ -193,7 +193,7 @@ def main(argv=None):
                           f"{1e3 * statistics.median(res['times']):8.1f} ms", flush=True)
     rows = summarise(runs, frameworks)
     machine["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"\nversions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+    print("\nversions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
           + f"; load average after {machine['load_after']}")
     print("ms: median over rounds of each process's median step [min–max over rounds]; "
           "ratio = minimm / torch per round; MB: peak resident memory the steps add\n")

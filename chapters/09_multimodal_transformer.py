@@ -285,9 +285,9 @@ plt.tight_layout(); plt.show()
 # article's model (history.json, metrics.json, model.npz, the curves and the confusion matrix):
 #
 # ```
-# python -m minimm train --model transformer --mode multimodal --d-model 64 --depth 4 --heads 4 --batch-size 64 --epochs 3 --data cifar-10-binary.tar.gz
-# python -m minimm train --model transformer --mode image --d-model 64 --depth 4 --heads 4 --batch-size 64 --epochs 3 --data cifar-10-binary.tar.gz
-# python -m minimm train --model transformer --mode text --d-model 64 --depth 4 --heads 4 --batch-size 64 --epochs 3 --data cifar-10-binary.tar.gz
+# python -m minimm train --model transformer --mode multimodal --d-model 64 --depth 4 --heads 4 --batch-size 64 --lr 1e-3 --epochs 3 --data cifar-10-binary.tar.gz
+# python -m minimm train --model transformer --mode image --d-model 64 --depth 4 --heads 4 --batch-size 64 --lr 1e-3 --epochs 4 --data cifar-10-binary.tar.gz
+# python -m minimm train --model transformer --mode text --d-model 64 --depth 4 --heads 4 --batch-size 64 --lr 1e-3 --epochs 4 --data cifar-10-binary.tar.gz
 # ```
 #
 # The measured figures — each model given about 15 minutes of training on a 2-core CPU — are in

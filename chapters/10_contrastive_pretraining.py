@@ -308,7 +308,7 @@ assert result["accuracy"] > 0.2, result["accuracy"]            # far above chanc
 # ## 10.8 At full scale
 #
 # ```
-# python -m minimm train --model clip --image-encoder cnn --text-encoder transformer --d-model 64 --depth 2 --heads 4 --batch-size 128 --data cifar-10-binary.tar.gz
+# python -m minimm train --model clip --image-encoder cnn --text-encoder transformer --d-model 64 --depth 2 --heads 4 --batch-size 64 --lr 1e-3 --epochs 12 --data cifar-10-binary.tar.gz
 # ```
 #
 # pretrains on the 50 000 training pairs and writes metrics.json with `zero_shot_accuracy` (the 18

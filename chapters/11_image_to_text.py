@@ -31,7 +31,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minimm as mm
-from minimm import functional as F
 from minimm import nn
 from minimm.data import CLASSES, captions, cifar10
 from minimm.experiments.captioning import caption_data, generation_metrics, perplexity

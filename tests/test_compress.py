@@ -251,7 +251,7 @@ def test_iterative_prune_grows_the_masks_and_fine_tunes_between_rounds(rng):
             opt.step()
         seen.append({n: mm.to_numpy(p.data) == 0 for n, _, p in compress.compressible(m)})
 
-    pruning = compress.iterative_prune(model, 0.9, 3, finetune)
+    compress.iterative_prune(model, 0.9, 3, finetune)
     assert len(seen) == 3
     for earlier, later in zip(seen, seen[1:]):      # once pruned, always pruned
         assert all(np.all(later[n][earlier[n]]) for n in earlier)

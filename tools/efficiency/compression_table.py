@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-import numpy as np
 
 from minimm import compress, optim
 from minimm.data import captions, cifar10

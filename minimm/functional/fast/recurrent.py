@@ -27,7 +27,6 @@ sequential and small (a (B, 4H) block: Python and per-call overhead matter):
 A differentiable backward (``create_graph=True``) is taken from the readable composed
 twin, :func:`minimm.functional.recurrent.lstm_simple`.
 """
-import numpy as np
 
 from ... import backend
 from ...autograd import Function, Tensor, enable_grad, grad, is_grad_enabled

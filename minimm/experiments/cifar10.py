@@ -325,7 +325,7 @@ def train(args, say=print):
     loss_fn = Objective(args.lam)
     checkpoint = os.path.join(args.out, "model.npz")
     if args.resume and os.path.exists(checkpoint):   # a wrong checkpoint fails before the data
-        _check_resume(checkpoint, model, epochs)
+        check_resume(checkpoint, model, epochs)
 
     (x_train, y_train), (x_test, y_test) = load_data(args)
     x_train, y_train = x_train[:limit_train], y_train[:limit_train]
@@ -375,7 +375,7 @@ def train(args, say=print):
     return out
 
 
-def _check_resume(checkpoint, model, epochs):
+def check_resume(checkpoint, model, epochs):
     ckpt = load_checkpoint(checkpoint)
     try:
         restore(ckpt, model, source=f"--resume: {checkpoint}")

@@ -47,7 +47,7 @@ from ..errors import UsageError
 from ..models.resnet import ResNet9
 from ..train import Callback, PrintEpochs, evaluate as evaluate_model, fit, restore
 from . import non_negative_float, non_negative_int, positive_float, positive_ints, register
-from .cifar10 import _check_resume, load_data, metrics_json, summary as _summary, write_plots
+from .cifar10 import check_resume, load_data, metrics_json, summary as _summary, write_plots
 
 MODEL = "resnet9"
 RECIPES = {
@@ -210,7 +210,7 @@ def _train(args, say):
     loss_fn = SmoothedObjective(s["label_smoothing"])
     checkpoint = os.path.join(args.out, "model.npz")
     if args.resume and os.path.exists(checkpoint):
-        _check_resume(checkpoint, model, s["epochs"])
+        check_resume(checkpoint, model, s["epochs"])
     (x_train, y_train), (x_test, y_test) = load_data(args)
     x_train, y_train = x_train[:limit_train], y_train[:limit_train]
     x_test, y_test = x_test[:limit_test], y_test[:limit_test]

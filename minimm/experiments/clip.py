@@ -188,7 +188,7 @@ def train(args, say=print):
     optimizer = optim.AdamW(decay_groups(model, args.weight_decay), lr=args.lr)
     checkpoint = os.path.join(args.out, "model.npz")
     if args.resume and os.path.exists(checkpoint):
-        _check_resume(checkpoint, model, epochs)
+        check_resume(checkpoint, model, epochs)
 
     (x_train, y_train), (x_test, y_test) = cifar10.load_data(args)
     x_train, y_train = x_train[:limit_train], y_train[:limit_train]
@@ -289,7 +289,7 @@ def write_plots(history, out, folder):
     plot.save_figure(fig, os.path.join(folder, "templates.png"))
 
 
-def _check_resume(checkpoint, model, epochs):
+def check_resume(checkpoint, model, epochs):
     ckpt = load_checkpoint(checkpoint)
     restore(ckpt, model, source=f"--resume: {checkpoint}")
     if int(ckpt.get("epoch", 0)) > epochs:

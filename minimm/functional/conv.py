@@ -124,7 +124,7 @@ def conv2d_simple(x, W, b=None, stride=1, padding=0):
     The readable definition, and the test oracle of :func:`conv2d`, which computes the same
     with the fused ``conv_fast.Conv2d`` (faster: batch-wide column layouts, the forward's
     columns reused for ∂L/∂W, and no ∂L/∂x for input images)."""
-    x, W, b, stride, padding, (OH, OW) = _check_conv(x, W, b, stride, padding)
+    x, W, b, stride, padding, (OH, OW) = check_conv(x, W, b, stride, padding)
     N, C_out = x.shape[0], W.shape[0]
     col = im2col(x, W.shape[2:], stride, padding)                         # (N, K, P)
     y = matmul(reshape(W, (C_out, col.shape[1])), col)                    # (N, C_out, P)
@@ -138,7 +138,7 @@ def conv2d(x, W, b=None, stride=1, padding=0):
     ``W`` (C_out, C_in, kh, kw) plus ``b`` (C_out,); ``stride``/``padding`` int or pair.
 
     The numbers of :func:`conv2d_simple`, computed by the fused ``conv_fast.Conv2d``."""
-    x, W, b, stride, padding, _ = _check_conv(x, W, b, stride, padding)
+    x, W, b, stride, padding, _ = check_conv(x, W, b, stride, padding)
     return conv_fast.conv2d(x, W, b, stride, padding)
 
 
@@ -148,7 +148,7 @@ def max_pool2d_simple(x, kernel_size, stride=None):
     (N, C, kh·kw, OH·OW), times a 0/1 constant picking each window's first maximum, summed.
     The readable definition, the general path of :func:`max_pool2d` and its test oracle (for
     non-overlapping windows :func:`max_pool2d` runs the faster ``conv_fast.MaxPool2dTiled``)."""
-    x, kernel, stride, (OH, OW) = _check_pool("max_pool2d", x, kernel_size, stride)
+    x, kernel, stride, (OH, OW) = check_pool("max_pool2d", x, kernel_size, stride)
     N, C = x.shape[:2]
     kh, kw = kernel
     col = reshape(im2col(x, kernel, stride), (N, C, kh * kw, OH * OW))
@@ -165,7 +165,7 @@ def max_pool2d(x, kernel_size, stride=None):
     Ties: the gradient goes to the first maximum of each window (row-major), as in PyTorch.
     The numbers of :func:`max_pool2d_simple`; non-overlapping windows (stride = kernel) run
     the faster ``conv_fast.MaxPool2dTiled``."""
-    x, kernel, stride, _ = _check_pool("max_pool2d", x, kernel_size, stride)
+    x, kernel, stride, _ = check_pool("max_pool2d", x, kernel_size, stride)
     if stride == kernel:
         return conv_fast.max_pool2d_tiled(x, kernel)
     return max_pool2d_simple(x, kernel, stride)
@@ -174,7 +174,7 @@ def max_pool2d(x, kernel_size, stride=None):
 def avg_pool2d(x, kernel_size, stride=None):
     """Mean over kh×kw windows of ``x`` (N, C, H, W); stride defaults to the kernel size;
     floor mode. A linear map: its backward spreads gy/(kh·kw) back over each window."""
-    x, kernel, stride, (OH, OW) = _check_pool("avg_pool2d", x, kernel_size, stride)
+    x, kernel, stride, (OH, OW) = check_pool("avg_pool2d", x, kernel_size, stride)
     N, C = x.shape[:2]
     kh, kw = kernel
     col = reshape(im2col(x, kernel, stride), (N, C, kh * kw, OH * OW))
@@ -204,7 +204,7 @@ def _check_columns(col_shape, x_shape, kernel, expected):
                          f"{expected})")
 
 
-def _check_conv(x, W, b, stride, padding):
+def check_conv(x, W, b, stride, padding):
     """Tensors, pairs and the output size (OH, OW) of a convolution, or a clear error."""
     x, W = as_tensor(x), as_tensor(W)
     b = None if b is None else as_tensor(b, like=W.data)
@@ -226,7 +226,7 @@ def _check_conv(x, W, b, stride, padding):
     return x, W, b, stride, padding, out_hw
 
 
-def _check_pool(op, x, kernel_size, stride):
+def check_pool(op, x, kernel_size, stride):
     x = as_tensor(x)
     kernel = int_pair(kernel_size, "kernel_size", op, 1)
     stride = kernel if stride is None else int_pair(stride, "stride", op, 1)

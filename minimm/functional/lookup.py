@@ -38,11 +38,11 @@ class EmbeddingGrad(Function):
 def embedding(ids, W):
     """Rows of W (vocab, dim) picked by integer ``ids`` of any shape -> ids.shape + (dim,)."""
     W = as_tensor(W)
-    ids = _check_ids("embedding", ids, W, backend.get_array_module(W))
+    ids = check_ids("embedding", ids, W, backend.get_array_module(W))
     return Embedding(ids)(W)
 
 
-def _check_ids(op, ids, W, xp):
+def check_ids(op, ids, W, xp):
     """ids as an integer array on W's device, each in [0, vocab), or a clear error."""
     if W.ndim != 2:
         raise ValueError(f"{op}: W must be 2-D (vocab, dim), got shape {W.shape}")

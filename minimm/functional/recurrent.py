@@ -56,7 +56,7 @@ def lstm_simple(x, W, U, b=None, state=None, lengths=None):
     """The LSTM over x (B, T, in), step by step from :func:`lstm_cell` -> (outputs (B, T, H),
     (h_T, c_T)); arguments as :func:`lstm`. The readable version of :func:`lstm`, which
     computes the same with the faster fused ``recurrent_fast.LSTMSequence``."""
-    x, W, U, h, c, masks = _prepare("lstm", x, W, U, b, state, lengths)
+    x, W, U, h, c, masks = prepare_lstm("lstm", x, W, U, b, state, lengths)
     B, T, _ = x.shape
     if T == 0:
         return _no_steps(x, U, h, c)
@@ -91,7 +91,7 @@ def lstm(x, W, U, b=None, state=None, lengths=None):
 
     The numbers of :func:`lstm_simple`, computed by the fused ``recurrent_fast.LSTMSequence``.
     """
-    x, W, U, h, c, masks = _prepare("lstm", x, W, U, b, state, lengths)
+    x, W, U, h, c, masks = prepare_lstm("lstm", x, W, U, b, state, lengths)
     if x.shape[1] == 0:
         return _no_steps(x, U, h, c)
     ZX = linear(x, W, b)  # x W + b for all steps in one matrix product
@@ -105,7 +105,7 @@ def _no_steps(x, U, h, c):
     return Tensor(xp.zeros((x.shape[0], 0, U.shape[0]), dtype=x.dtype)), (h, c)
 
 
-def _prepare(op, x, W, U, b, state, lengths):
+def prepare_lstm(op, x, W, U, b, state, lengths):
     """Checked inputs, the initial state, and the (T, B, 1) masks of valid steps; the padded
     steps of x are zeroed, so that nothing they hold can reach a gradient (0 · NaN = NaN)."""
     x, W, U = as_tensor(x), as_tensor(W), as_tensor(U)

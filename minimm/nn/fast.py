@@ -14,7 +14,7 @@ from ..functional.fast import conv as fast_conv
 from ..functional.fast import lookup as fast_lookup
 from ..functional.fast import normalization as fast_normalization
 from ..functional.fast import recurrent as fast_recurrent
-from ..functional.utils import int_pair as _pair
+from ..functional.utils import int_pair
 from .attention import MultiHeadAttention
 from .conv import Conv2d, MaxPool2d
 from .layers import ReLU
@@ -36,8 +36,8 @@ def sequential_forward(seq, x):
         if (i + 2 < len(mods) and type(m) is Conv2d and type(mods[i + 1]) is ReLU
                 and type(mods[i + 2]) is MaxPool2d):
             pool = mods[i + 2]
-            kernel = _pair(pool.kernel_size, "kernel_size", "MaxPool2d", 1)
-            if pool.stride is None or _pair(pool.stride, "stride", "MaxPool2d", 1) == kernel:
+            kernel = int_pair(pool.kernel_size, "kernel_size", "MaxPool2d", 1)
+            if pool.stride is None or int_pair(pool.stride, "stride", "MaxPool2d", 1) == kernel:
                 x = fast_conv.conv2d_relu_max_pool2d(x, m.W, m.b, m.stride, m.padding, kernel)
                 i += 3
                 continue

@@ -34,7 +34,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Function, Tensor, enable_grad, grad, is_grad_enabled
-from ..attention_fast import row_max as _row_max
+from ..attention_fast import row_max
 
 
 def _rowsum(a, xp):
@@ -63,7 +63,7 @@ def _softmax_rows(S, mask, xp):
     with quiet:
         if mask is not None:
             S += mask
-        m = _row_max(S)
+        m = row_max(S)
         if mask is not None:
             m = xp.where(xp.isfinite(m), m, S.dtype.type(0))          # a fully masked row
         S -= m

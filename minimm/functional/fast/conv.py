@@ -29,8 +29,8 @@ from the readable composed twin, :func:`minimm.functional.conv.conv2d_simple`.
 from ... import backend
 from ...autograd import Function, Tensor, as_tensor, enable_grad, grad, is_grad_enabled
 from ..activations import relu
-from ..conv import _check_conv, _check_pool, conv2d_simple, max_pool2d_simple
-from ..utils import int_pair as _pair
+from ..conv import check_conv, check_pool, conv2d_simple, max_pool2d_simple
+from ..utils import int_pair
 
 
 # -- the layout ------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ class Conv2dCHWN(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, W, b=None):
-        OH, OW = _check_conv(x, W, b, self.stride, self.padding)[-1]
+        OH, OW = check_conv(x, W, b, self.stride, self.padding)[-1]
         xp = backend.get_array_module(x)
         xc = to_chwn(x)
         C_out, N = W.shape[0], xc.shape[3]
@@ -367,7 +367,7 @@ class Conv2dReLUMaxPool(Function):
         self.stride, self.padding, self.kernel = stride, padding, kernel
 
     def forward(self, x, W, b=None):
-        OH, OW = _check_conv(x, W, b, self.stride, self.padding)[-1]
+        OH, OW = check_conv(x, W, b, self.stride, self.padding)[-1]
         xp = backend.get_array_module(x)
         (kh, kw), C_out = self.kernel, W.shape[0]
         PH, PW = OH // kh, OW // kw
@@ -426,9 +426,9 @@ class Conv2dReLUMaxPool(Function):
 def conv2d_relu_max_pool2d(x, W, b=None, stride=1, padding=0, pool=2):
     """max_pool2d(relu(conv2d(x, W, b, stride, padding)), pool) as one Function
     (:class:`Conv2dReLUMaxPool`): the same numbers, fewer passes and less memory."""
-    stride = _pair(stride, "stride", "conv2d", 1)
-    padding = _pair(padding, "padding", "conv2d", 0)
-    kernel = _pair(pool, "kernel_size", "max_pool2d", 1)
+    stride = int_pair(stride, "stride", "conv2d", 1)
+    padding = int_pair(padding, "padding", "conv2d", 0)
+    kernel = int_pair(pool, "kernel_size", "max_pool2d", 1)
     args = (x, W) if b is None else (x, W, b)
     return Conv2dReLUMaxPool(stride, padding, kernel)(*args)
 
@@ -445,8 +445,8 @@ def _composed_backward(fn, composed, gy):
 def conv2d(x, W, b=None, stride=1, padding=0):
     """:func:`minimm.functional.conv2d` in the CHWN layout: same arguments, same numbers;
     the result is an NCHW view of CHWN memory."""
-    stride = _pair(stride, "stride", "conv2d", 1)
-    padding = _pair(padding, "padding", "conv2d", 0)
+    stride = int_pair(stride, "stride", "conv2d", 1)
+    padding = int_pair(padding, "padding", "conv2d", 0)
     args = (x, W) if b is None else (x, W, b)
     return Conv2dCHWN(stride, padding)(*args)
 
@@ -516,7 +516,7 @@ def max_pool2d(x, kernel_size, stride=None):
     """:func:`minimm.functional.max_pool2d` in the CHWN layout when the windows tile the
     image (stride = kernel); other strides go to the readable im2col path."""
     x = as_tensor(x)
-    _, kernel, stride, _ = _check_pool("max_pool2d", x, kernel_size, stride)
+    _, kernel, stride, _ = check_pool("max_pool2d", x, kernel_size, stride)
     if stride != kernel:
         return max_pool2d_simple(x, kernel, stride)
     return MaxPool2dCHWN(kernel)(x)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Function, Tensor, as_tensor, is_grad_enabled
-from ..lookup import EmbeddingGrad, _check_ids
+from ..lookup import EmbeddingGrad, check_ids
 
 
 def rows_scatter_add(vocab, ids, values):
@@ -56,5 +56,5 @@ def embedding(ids, W):
     W = as_tensor(W)
     if W.ndim != 2:
         raise ValueError(f"embedding: W must be 2-D (vocab, dim), got shape {W.shape}")
-    ids = _check_ids("embedding", ids, W, backend.get_array_module(W))
+    ids = check_ids("embedding", ids, W, backend.get_array_module(W))
     return EmbeddingFast(ids)(W)

@@ -30,7 +30,7 @@ twin, :func:`minimm.functional.recurrent.lstm_simple`.
 
 from ... import backend
 from ...autograd import Function, Tensor, enable_grad, grad, is_grad_enabled
-from ..recurrent import _prepare, lstm_simple
+from ..recurrent import prepare_lstm, lstm_simple
 
 
 def _order(H, xp):
@@ -172,7 +172,7 @@ class LSTMFast(Function):
 def lstm(x, W, U, b=None, state=None, lengths=None):
     """:func:`minimm.functional.lstm` (batch-first, same arguments, same numbers) on the
     fast recurrence -> (outputs (B, T, H), (h_T, c_T))."""
-    x, W, U, h, c, masks = _prepare("lstm", x, W, U, b, state, lengths)
+    x, W, U, h, c, masks = prepare_lstm("lstm", x, W, U, b, state, lengths)
     B, T, _ = x.shape
     xp = backend.get_array_module(x)
     if T == 0:

@@ -213,6 +213,24 @@ def metrics_json(result, config):
     return out
 
 
+def epoch_seconds(history):
+    """The run's times for metrics.json from fit's History: "seconds" (all epochs, evaluation
+    included), "seconds_per_epoch" and "train_seconds_per_epoch" (the training loop only)."""
+    epoch_times = history.history.get("epoch_time", [])
+    train_times = history.history.get("train_time", [])
+    return {"seconds": float(sum(epoch_times)),
+            "seconds_per_epoch": float(np.mean(epoch_times)) if len(epoch_times) else None,
+            "train_seconds_per_epoch": float(np.mean(train_times)) if len(train_times) else None}
+
+
+def write_run(history, metrics, folder, plots=None):
+    """history.json, metrics.json and the plots (``plots``, default :func:`write_plots`) of one
+    run, into ``folder``; every file is written atomically."""
+    history.to_json(os.path.join(folder, "history.json"))
+    write_json(metrics, os.path.join(folder, "metrics.json"))
+    (plots or write_plots)(history, metrics, folder)
+
+
 def write_plots(history, metrics, folder):
     """accuracy.png and loss.png (train vs test per epoch) and confusion.png into ``folder``;
     a warning instead when matplotlib is missing."""
@@ -355,20 +373,14 @@ def train(args, say=print):
     result = history.val_result       # None when a finished run was resumed: evaluate it now
     if result is None:
         result = evaluate_model(model, test_set, loss_fn, args.eval_batch_size)
-    epoch_times = history.history.get("epoch_time", [])
-    train_times = history.history.get("train_time", [])
     out = metrics_json(result, model.config())
     out.update({"model": args.model, "multitask": bool(args.multitask), "epochs": len(history),
                 "train_samples": len(y_train), "test_samples": len(y_test),
                 "batch_size": args.batch_size, "lr": args.lr, "lam": args.lam,
                 "seed": args.seed, "device": args.device,
-                "seconds": float(sum(epoch_times)),
-                "seconds_per_epoch": float(np.mean(epoch_times)) if epoch_times else None,
-                "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
+                **epoch_seconds(history),
                 "wall_seconds": time.perf_counter() - t_start})
-    history.to_json(os.path.join(args.out, "history.json"))
-    write_json(out, os.path.join(args.out, "metrics.json"))
-    write_plots(history, out, args.out)
+    write_run(history, out, args.out)
     say(f"test accuracy {out['test_accuracy']:.4f}, superclass accuracy "
         f"{out['task_accuracy']['superclass']:.4f}, macro F1 {out['macro_f1']:.4f}, macro AUC "
         f"{out['macro_auc']:.4f}; {out['seconds']:.1f} s over {out['epochs']} epoch(s)")
@@ -425,6 +437,6 @@ def evaluate(args, ckpt, say=print):
 
 
 __all__ = ["as_dataset", "caption_dataset", "model_inputs", "Objective", "MODELS",
-           "register_model", "metrics_json", "write_plots", "summary", "add_arguments",
-           "add_data_arguments",
+           "register_model", "metrics_json", "write_plots", "write_run", "epoch_seconds",
+           "summary", "add_arguments", "add_data_arguments",
            "load_data", "train", "evaluate", "DATA_KEYS"]

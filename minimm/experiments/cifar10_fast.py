@@ -38,7 +38,6 @@ import numpy as np
 
 from .. import functional as F
 from .. import optim
-from .._io import write_json
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module
 from ..data.augment import flip, random_crop, random_flip
@@ -47,7 +46,8 @@ from ..errors import UsageError
 from ..models.resnet import ResNet9
 from ..train import Callback, PrintEpochs, evaluate as evaluate_model, fit, restore
 from . import non_negative_float, non_negative_int, positive_float, positive_ints, register
-from .cifar10 import check_resume, load_data, metrics_json, summary as _summary, write_plots
+from .cifar10 import (check_resume, epoch_seconds, load_data, metrics_json,
+                      summary as _summary, write_run)
 
 MODEL = "resnet9"
 RECIPES = {
@@ -236,8 +236,6 @@ def _train(args, say):
     plain = history.val_result or evaluate_model(model, test_set, loss_fn, args.eval_batch_size)
     result = (evaluate_model(model, test_set, FlipTTAObjective(s["label_smoothing"]),
                              args.eval_batch_size) if s["tta"] else plain)
-    epoch_times = history.history.get("epoch_time", [])
-    train_times = history.history.get("train_time", [])
     out = metrics_json(result, model.config())
     out.update({"model": MODEL, "recipe": args.recipe, "multitask": False,
                 "tta": bool(s["tta"]), "test_accuracy_plain": float(plain["accuracy"]),
@@ -245,14 +243,10 @@ def _train(args, say):
                 "test_samples": len(y_test), "batch_size": s["batch_size"],
                 "max_lr": s["max_lr"], "seed": args.seed, "device": args.device,
                 "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
-                "seconds": float(sum(epoch_times)),
-                "seconds_per_epoch": float(np.mean(epoch_times)) if epoch_times else None,
-                "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
+                **epoch_seconds(history),
                 "final_evaluation_seconds": time.perf_counter() - t_eval,
                 "wall_seconds": time.perf_counter() - t_start})
-    history.to_json(os.path.join(args.out, "history.json"))
-    write_json(out, os.path.join(args.out, "metrics.json"))
-    write_plots(history, out, args.out)
+    write_run(history, out, args.out)
     say(f"test accuracy {out['test_accuracy']:.4f} ({'flip TTA' if s['tta'] else 'plain'}; "
         f"plain {out['test_accuracy_plain']:.4f}); {out['wall_seconds']:.1f} s in all, "
         f"{out['seconds']:.1f} s over {out['epochs']} epoch(s)")

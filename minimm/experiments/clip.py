@@ -30,7 +30,6 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn, optim
-from .._io import write_json
 from ..autograd import Tensor, no_grad
 from ..backend import to_device, to_numpy
 from ..data import captions, cifar10 as cifar10_data, prompts
@@ -221,8 +220,6 @@ def train(args, say=print):
         out["linear_probe"] = (f"softmax regression on the frozen {args.image_encoder} tower's "
                                f"features ({feats[0].shape[1]}), {args.probe_epochs} epochs of "
                                f"AdamW on the {len(y_train)} training images' labels")
-    epoch_times = history.history.get("epoch_time", [])
-    train_times = history.history.get("train_time", [])
     out.update({"model": "clip", "image_encoder": args.image_encoder,
                 "text_encoder": args.text_encoder, "embed_dim": args.embed_dim,
                 "labels_used_in_pretraining": False, "epochs": len(history),
@@ -231,14 +228,10 @@ def train(args, say=print):
                 "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
                 "parameters": transformer.parameter_count(model),
                 "test_loss": history.history["val_loss"][-1] if len(history) else None,
-                "seconds": float(sum(epoch_times)),
-                "seconds_per_epoch": float(np.mean(epoch_times)) if epoch_times else None,
-                "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
+                **cifar10.epoch_seconds(history),
                 "eval_seconds": time.perf_counter() - t_eval,
                 "wall_seconds": time.perf_counter() - t_start})
-    history.to_json(os.path.join(args.out, "history.json"))
-    write_json(out, os.path.join(args.out, "metrics.json"))
-    write_plots(history, out, args.out)
+    cifar10.write_run(history, out, args.out, plots=write_plots)
     probe = out.get("linear_probe_accuracy")
     say(f"zero-shot test accuracy {out['zero_shot_accuracy']:.4f} with {len(templates)} "
         f"held-out templates" + (f", linear probe {probe:.4f}" if probe is not None else "")

@@ -2,7 +2,7 @@
 
     python tools/bench_kv_cache.py [--lengths 16,64] [--batch 64] [--repeats 5] [--quick]
 
-An untrained Captioner of the default size (d_model 128, 2 layers, 4 heads, 4 image tokens)
+An untrained Captioner of the default size (d_model 64, 2 layers, 4 heads, 4 image tokens)
 writes captions of exactly L tokens (its ``eos_id`` is set to -1, so no row stops early) for a
 batch of random images, greedily. The two variants run interleaved, ``repeats`` times each, in
 one process; the table gives medians in ms: the whole ``generate`` call, the image encoding

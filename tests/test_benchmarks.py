@@ -106,9 +106,11 @@ def _benchmark_commands(text):
 
 def test_every_benchmark_command_in_the_docs_parses():
     import importlib
-    """The README and the notes print concrete commands (the scripts' docstrings print
+    """The README, the notes and the chapters print concrete commands (the scripts' docstrings print
     templates with [options]); each must parse with that script's own parser."""
+    chapters = os.path.join(ROOT, "chapters")
     docs = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "NOTES.md")]
+    docs += sorted(os.path.join(chapters, f) for f in os.listdir(chapters) if f.endswith(".py"))
     seen = 0
     for path in docs:
         if not os.path.exists(path):

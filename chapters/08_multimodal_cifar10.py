@@ -301,20 +301,9 @@ display(mmplot.plot_accuracy(histories["multimodal"], val_label="test",
 
 # %%
 acc = {mode: results[mode]["accuracy"] for mode in results}
-epochs = np.arange(1, EPOCHS + 1)
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-for mode, style in (("image", "o-"), ("text", "s-"), ("multimodal", "^-")):
-    ax1.plot(epochs, histories[mode].history["val_accuracy"], style, label=mode)
-ax1.axhline(captions.text_only_accuracy(), color="gray", ls=":", label="text ceiling 0.53")
-ax1.axhline(0.1, color="gray", ls="--", label="chance")
-ax1.set(xlabel="epoch", ylabel="test accuracy", title="Test accuracy per epoch",
-        xticks=epochs, ylim=(0, 1))
-ax1.legend()
-bars = ax2.bar(list(acc), list(acc.values()), color=["C0", "C1", "C2"])
-ax2.bar_label(bars, fmt="%.3f")
-ax2.axhline(captions.text_only_accuracy(), color="gray", ls=":")
-ax2.set(ylabel="test accuracy", title="Image only vs text only vs fused", ylim=(0, 1))
-plt.tight_layout(); plt.show()
+modes = {mode: histories[mode] for mode in ("image", "text", "multimodal")}
+display(mmplot.plot_modes(modes, acc, ceiling=captions.text_only_accuracy(),
+                          titles=("Test accuracy per epoch", "Image only vs text only vs fused")))
 
 # %% [markdown]
 # The text-only model stays near its ceiling of 0.53 however long it trains (on a few hundred

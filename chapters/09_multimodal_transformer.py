@@ -33,12 +33,14 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import display
 
 import minimm as mm
 from minimm import functional as F, nn
 from minimm.data import CLASSES, captions, standin
 from minimm.experiments.cifar10 import Objective, caption_dataset, model_inputs
 from minimm.models import MultiModalTransformer
+from minimm.plot import plot_modes
 from minimm.train import evaluate, fit
 
 QUICK = os.environ.get("MINIMM_QUICK") == "1"  # the tests set this: a small stand-in dataset
@@ -220,19 +222,10 @@ for mode in ("image", "text", "multimodal"):
 
 # %%
 acc = {mode: results[mode]["accuracy"] for mode in results}
-epochs = np.arange(1, EPOCHS + 1)
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-for mode, style in (("image", "o-"), ("text", "s-"), ("multimodal", "^-")):
-    ax1.plot(epochs, histories[mode].history["val_accuracy"], style, label=mode)
-ax1.axhline(captions.text_only_accuracy(), color="gray", ls=":", label="text ceiling 0.53")
-ax1.axhline(0.1, color="gray", ls="--", label="chance")
-ax1.set(xlabel="epoch", ylabel="test accuracy", title="Transformer: test accuracy per epoch",
-        xticks=epochs, ylim=(0, 1))
-ax1.legend()
-bars = ax2.bar(list(acc), list(acc.values()), color=["C0", "C1", "C2"])
-ax2.bar_label(bars, fmt="%.3f")
-ax2.set(ylabel="test accuracy", title="Patches only vs words only vs one sequence", ylim=(0, 1))
-plt.tight_layout(); plt.show()
+modes = {mode: histories[mode] for mode in ("image", "text", "multimodal")}
+display(plot_modes(modes, acc, ceiling=captions.text_only_accuracy(),
+                   titles=("Transformer: test accuracy per epoch",
+                           "Patches only vs words only vs one sequence")))
 
 # %% [markdown]
 # ## 9.6 Where does [CLS] look?

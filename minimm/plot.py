@@ -98,4 +98,37 @@ def plot_confusion_matrix(cm, class_names=None, path=None, normalize=False,
     return fig
 
 
-__all__ = ["plot_accuracy", "plot_loss", "plot_confusion_matrix", "save_figure"]
+def plot_modes(histories, accuracies, ceiling=None, chance=0.1, path=None,
+               titles=("Test accuracy per epoch", "Test accuracy by mode"), figsize=(11, 4)):
+    """One model trained in several modes (image only, text only, fused), side by side.
+
+    Left: each mode's ``history["val_accuracy"]`` against the epoch; right: the final test
+    accuracy of each mode as a labelled bar. ``histories`` and ``accuracies`` are dicts keyed
+    by mode (in plotting order); ``ceiling`` (what the text alone can reach) is drawn dotted in
+    both panels, ``chance`` dashed on the left."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    epochs = None
+    for (mode, history), style in zip(histories.items(), ("o-", "s-", "^-", "d-")):
+        curve = _history_dict(history)["val_accuracy"]
+        epochs = np.arange(1, len(curve) + 1)
+        ax1.plot(epochs, curve, style, label=mode)
+    if ceiling is not None:
+        ax1.axhline(ceiling, color="gray", ls=":", label=f"text ceiling {ceiling:.2f}")
+        ax2.axhline(ceiling, color="gray", ls=":")
+    ax1.axhline(chance, color="gray", ls="--", label="chance")
+    ax1.set(xlabel="epoch", ylabel="test accuracy", title=titles[0], ylim=(0, 1))
+    if epochs is not None:
+        ax1.set_xticks(epochs)
+    ax1.legend()
+    bars = ax2.bar(list(accuracies), list(accuracies.values()),
+                   color=[f"C{i}" for i in range(len(accuracies))])
+    ax2.bar_label(bars, fmt="%.3f")
+    ax2.set(ylabel="test accuracy", title=titles[1], ylim=(0, 1))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+__all__ = ["plot_accuracy", "plot_loss", "plot_confusion_matrix", "plot_modes", "save_figure"]

@@ -615,3 +615,17 @@ def test_cli_errors_and_missing_matplotlib(device, archive, tmp_path, capsys, mo
                  "--device", device]) == 0
     assert "warning: matplotlib is not installed" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["history.json", "metrics.json", "model.npz"]
+
+
+def test_plot_modes_draws_each_mode_and_its_final_bar(tmp_path):
+    histories = {"image": {"val_accuracy": [0.3, 0.5]}, "text": {"val_accuracy": [0.5, 0.52]},
+                 "multimodal": History({"val_accuracy": [0.55, 0.7]})}
+    acc = {"image": 0.5, "text": 0.52, "multimodal": 0.7}
+    fig = plot.plot_modes(histories, acc, ceiling=0.53, path=tmp_path / "modes.png")
+    left, right = fig.axes
+    curves = [list(line.get_ydata()) for line in left.get_lines()][:3]
+    assert curves == [[0.3, 0.5], [0.5, 0.52], [0.55, 0.7]]
+    assert [line.get_label() for line in left.get_lines()][3:] == ["text ceiling 0.53", "chance"]
+    assert [round(p.get_height(), 3) for p in right.patches] == [0.5, 0.52, 0.7]
+    assert [t.get_text() for t in right.texts] == ["0.500", "0.520", "0.700"]
+    assert (tmp_path / "modes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,12 +9,11 @@ ratio fast / readable. This is the quick check of a kernel change; bench.py is t
 comparison with PyTorch.
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import worker  # benchmarks/worker.py: cap_threads, shared by every script
+
 
 
 def build_parser():
@@ -29,10 +28,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    sys.path.insert(0, HERE)
-    sys.path.insert(1, os.path.dirname(HERE))
+    worker.cap_threads(args.threads)
     import parts
     from minimm.nn import fast
     print(f"{'part':6s}{'batch':>6s}{'readable ms':>13s}{'fast ms':>10s}{'fast/readable':>15s}")

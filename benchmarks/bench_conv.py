@@ -15,10 +15,10 @@ alternate in one process:
 Medians in ms; PyTorch is compared in benchmarks/bench.py (separate processes).
 """
 import argparse
-import os
 import statistics
-import sys
 import time
+
+import worker  # benchmarks/worker.py: cap_threads, shared by every script
 
 
 def build_parser():
@@ -35,9 +35,7 @@ LAYERS = [("conv1 3->32 @32x32", 3, 32, 32, False), ("conv2 32->64 @15x15", 32, 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    worker.cap_threads(args.threads)
     import numpy as np
     import minimm as mm
     from minimm import functional as F

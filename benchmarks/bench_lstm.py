@@ -10,10 +10,10 @@ NumPy, so they alternate in one process; medians of the forward and the backward
 PyTorch is compared in benchmarks/bench.py (separate processes).
 """
 import argparse
-import os
 import statistics
-import sys
 import time
+
+import worker  # benchmarks/worker.py: cap_threads, shared by every script
 
 
 def build_parser():
@@ -28,9 +28,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    worker.cap_threads(args.threads)
     import numpy as np
     import minimm as mm
     from minimm import nn

@@ -13,9 +13,10 @@ before NumPy loads.
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+
+import worker  # benchmarks/worker.py: cap_threads, shared by every script
 
 
 def build_parser():
@@ -31,9 +32,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    worker.cap_threads(args.threads)
     if args.kernels == "fast":
         from minimm.nn.fast import enable_fast_kernels
         enable_fast_kernels()

@@ -19,9 +19,9 @@ import argparse
 import collections
 import functools
 import importlib
-import os
-import sys
 import time
+
+import worker  # benchmarks/worker.py: cap_threads, shared by every script
 
 # functions inside the kernels worth timing on their own (module, name): those that exist
 PHASES = [
@@ -130,11 +130,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    sys.path.insert(1, os.path.dirname(here))
+    worker.cap_threads(args.threads)
     import parts
     weights, data = parts.make_weights(args.part), parts.make_data(args.part, args.batch)
     if args.framework == "torch":

@@ -27,6 +27,18 @@ import time
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def cap_threads(threads):
+    """Cap every BLAS / OpenMP pool at ``threads`` (it must run before NumPy or PyTorch loads)
+    and put this folder and the repository root on ``sys.path``, so that ``import parts`` and
+    ``import minimm`` find this checkout. Every benchmark script calls it first."""
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for i, folder in enumerate((here, os.path.dirname(here))):
+        if folder not in sys.path:
+            sys.path.insert(i, folder)
+
+
 def _status_kb(key):
     with open("/proc/self/status") as f:
         for line in f:
@@ -64,11 +76,9 @@ def main(argv=None):
     ap.add_argument("--kernels", default="default", choices=["default", "fast"],
                     help="minimm: the library's kernels, or the fast ones patched in")
     args = ap.parse_args(argv)
-    for var in _THREAD_VARS:
-        os.environ[var] = str(args.threads)
+    cap_threads(args.threads)
 
     import numpy as np
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import parts
     parts.check_part(args.part)
     with np.load(args.weights) as f:

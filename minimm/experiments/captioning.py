@@ -19,7 +19,6 @@ import time
 import numpy as np
 
 from .. import optim
-from .._io import write_json
 from ..data import captions as C
 from ..data.cifar10 import CLASSES
 from ..errors import UsageError
@@ -153,12 +152,10 @@ def train(args, say=print):
                 "test_samples": len(y_test), "batch_size": args.batch_size, "lr": args.lr,
                 "seed": args.seed, "device": args.device, "config": model.config(),
                 "train_seconds": float(sum(times)), "time_budget": args.time_budget,
-                "seconds": float(sum(history.history.get("epoch_time", []))),
+                **cifar10.epoch_seconds(history),
                 "generation_seconds": time.perf_counter() - t_gen,
                 "wall_seconds": time.perf_counter() - t_start})
-    history.to_json(os.path.join(args.out, "history.json"))
-    write_json(out, os.path.join(args.out, "metrics.json"))
-    _plot(history, args.out)
+    cifar10.write_run(history, out, args.out, plots=_plot)
     say(summary(out))
     return out
 
@@ -189,7 +186,8 @@ def _metrics(model, result, data, vocab, batch_size):
             "perplexity_floor": floor, "examples": examples}
 
 
-def _plot(history, folder):
+def _plot(history, metrics, folder):
+    """loss.png of a captioner run (``metrics`` unused: the signature of ``write_run``'s plots)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -52,3 +52,28 @@ def test_augment_errors():
         augment.random_flip(np.zeros((1, 1, 2, 2)), p=2)
     same = np.ones((1, 1, 2, 2))
     np.testing.assert_array_equal(augment.random_crop(same, padding=0), same)
+
+
+@pytest.mark.parametrize("dy, dx", [(1, 1), (-1, -1), (2, -1), (0, 3), (0, 0)])
+def test_translate_shifts_every_image_and_mirrors_the_border(device, dy, dx):
+    x = _images(device)
+    out = mm.to_numpy(augment.translate(x, dy, dx))
+    src = mm.to_numpy(x)
+    H, W = src.shape[2:]
+
+    def mirror(i, n):                        # reflection without repeating the edge pixel
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+    want = np.empty_like(src)
+    for i in range(H):                       # the oracle: one output pixel at a time
+        for j in range(W):
+            want[:, :, i, j] = src[:, :, mirror(i - dy, H), mirror(j - dx, W)]
+    assert out.shape == src.shape and out.dtype == src.dtype
+    np.testing.assert_array_equal(out, want)
+
+
+def test_translate_errors():
+    with pytest.raises(ValueError, match=r"translate: expected images \(N, C, H, W\)"):
+        augment.translate(np.zeros((2, 3, 4)), 1, 1)
+    with pytest.raises(ValueError, match=r"translate: a shift of \(4, 0\) pixels needs images "
+                                         r"larger than it, got shape \(1, 1, 4, 4\)"):
+        augment.translate(np.zeros((1, 1, 4, 4)), 4, 0)

@@ -72,6 +72,10 @@ def test_settings_take_the_recipe_unless_the_command_line_says_otherwise():
         ["train", "--model", "resnet9", "--data", "x"] + list(a))
     s = recipe.settings(parse())
     assert s == {**recipe.RECIPES["fast"], "tta": True}
+    assert recipe.RECIPES["fast"]["tta_translate"] and s["tta_translate"]
+    assert not recipe.settings(parse("--no-tta-translate"))["tta_translate"]
+    assert not recipe.settings(parse("--tta-translate", "--no-tta"))["tta_translate"]
+    assert recipe.settings(parse("--val-samples", "0"))["val_samples"] == 0
     s = recipe.settings(parse("--epochs", "3", "--batch-size", "64", "--lr", "0.2", "--widths",
                               "8,8,16,16", "--label-smoothing", "0", "--no-tta"))
     assert (s["epochs"], s["batch_size"], s["max_lr"], s["widths"], s["label_smoothing"],
@@ -118,3 +122,81 @@ def test_flip_tta_averages_the_logits_of_both_mirror_images():
         logits = (model(mm.Tensor(x)).data + model(mm.Tensor(x[..., ::-1].copy())).data) / 2
     P = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(out["probabilities"], P / P.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_the_curve_uses_val_samples_and_the_final_accuracy_every_test_image(archive, tmp_path):
+    """--val-samples 4: the per-epoch curve reads the first 4 of the 10 test images (its
+    accuracies are multiples of 1/4), the final plain and TTA accuracies all 10 (their
+    confusion matrix counts 10), the same numbers the evaluate command gives."""
+    assert _train(archive, tmp_path / "run", "--epochs", "2", "--val-samples", "4") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert metrics["settings"]["val_samples"] == 4 and metrics["test_samples"] == 10
+    assert all(abs(a * 4 - round(a * 4)) < 1e-9 for a in history["val_accuracy"])
+    assert np.sum(metrics["confusion_matrix"]) == 10
+    assert abs(metrics["test_accuracy_plain"] * 10 - round(metrics["test_accuracy_plain"] * 10)) \
+        < 1e-9
+    ckpt = mm.load(str(tmp_path / "run" / "model.npz"))
+    assert ckpt["config"]["val_samples"] == 4 and ckpt["config"]["test_samples"] == 10
+    model = ResNet9.from_config(ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    from minimm.data import cifar10
+    _, (x_test, y_test) = cifar10.load_cifar10(archive, download=False)
+    from minimm.data.loader import normalize_images
+    with mm.no_grad():
+        logits = model(mm.Tensor(normalize_images(x_test))).data
+    assert metrics["test_accuracy_plain"] == pytest.approx((logits.argmax(1) == y_test).mean())
+
+
+def test_val_samples_zero_means_every_test_image(archive, tmp_path):
+    assert _train(archive, tmp_path / "run", "--epochs", "1", "--val-samples", "0",
+                  "--no-tta") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert metrics["settings"]["val_samples"] == 0
+    assert history["val_accuracy"][-1] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_translate_tta_weighs_six_views():
+    """½ m(x) + ¼ m(x shifted down-right) + ¼ m(x shifted up-left), m the flip average; the
+    shifts mirror the border (numpy's reflect padding, written out here)."""
+    model = ResNet9(widths=(4, 4, 8, 8), rng=np.random.default_rng(4))
+    model.eval()
+    images = np.random.default_rng(5).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    batch = {"images": images, "labels": np.array([0, 1, 2])}
+    _, _, out = recipe.TranslateTTAObjective(0.0)(model, batch)
+    from minimm.data.loader import normalize_images
+    x = normalize_images(images)
+    down = np.concatenate([x[:, :, 1:2], x[:, :, :-1]], axis=2)            # row −1 mirrors row 1
+    down = np.concatenate([down[..., 1:2], down[..., :-1]], axis=3)
+    up = np.concatenate([x[:, :, 1:], x[:, :, -2:-1]], axis=2)             # row 32 mirrors 30
+    up = np.concatenate([up[..., 1:], up[..., -2:-1]], axis=3)
+
+    def m(v):
+        with mm.no_grad():
+            return (model(mm.Tensor(v.copy())).data
+                    + model(mm.Tensor(v[..., ::-1].copy())).data) / 2
+    logits = 0.5 * m(x) + 0.25 * m(down) + 0.25 * m(up)
+    P = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(out["probabilities"], P / P.sum(1, keepdims=True), rtol=1e-5)
+    assert isinstance(recipe.tta_objective(0.1, True, True), recipe.TranslateTTAObjective)
+    assert type(recipe.tta_objective(0.1, True)) is recipe.FlipTTAObjective
+    assert type(recipe.tta_objective(0.1, False, True)) is recipe.SmoothedObjective
+
+
+@pytest.mark.parametrize("option, translate", [("--tta-translate", True),
+                                               ("--no-tta-translate", False)])
+def test_tta_translate_is_saved_and_evaluate_uses_it(archive, tmp_path, capsys, option,
+                                                     translate):
+    assert _train(archive, tmp_path / "run", "--epochs", "1", option) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["tta_translate"] == metrics["settings"]["tta_translate"] == translate
+    ckpt = mm.load(str(tmp_path / "run" / "model.npz"))
+    assert bool(ckpt["config"]["tta_translate"]) == translate
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "model.npz"), "--data",
+                 archive, "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["tta_translate"] == translate
+    assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)

@@ -8,6 +8,8 @@ run resumed at any epoch draws exactly the augmentations an uninterrupted run dr
 
     rng = batch_rng(seed, epoch, b)
     images = random_flip(random_crop(images, padding=4, rng=rng), rng=rng)
+
+:func:`flip` and :func:`translate` transform every image alike, for test-time augmentation.
 """
 import numpy as np
 
@@ -65,4 +67,20 @@ def flip(images):
     return images[..., ::-1]
 
 
-__all__ = ["batch_rng", "random_crop", "random_flip", "flip"]
+def translate(images, dy, dx):
+    """All images shifted by (dy, dx) pixels, out[..., i, j] = x[..., i − dy, j − dx], the
+    uncovered border filled by mirror reflection (for translation test-time augmentation).
+    Returns a view of a new array, same shape and dtype."""
+    _check("translate", images)
+    dy, dx = int(dy), int(dx)
+    N, C, H, W = images.shape
+    if not (abs(dy) < H and abs(dx) < W):
+        raise ValueError(f"translate: a shift of ({dy}, {dx}) pixels needs images larger than "
+                         f"it, got shape {tuple(images.shape)}")
+    xp = get_array_module(images)
+    py, px = abs(dy), abs(dx)
+    padded = xp.pad(images, ((0, 0), (0, 0), (py, py), (px, px)), mode="reflect")
+    return padded[:, :, py - dy:py - dy + H, px - dx:px - dx + W]
+
+
+__all__ = ["batch_rng", "random_crop", "random_flip", "flip", "translate"]

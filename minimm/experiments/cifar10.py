@@ -231,9 +231,9 @@ def write_run(history, metrics, folder, plots=None):
     (plots or write_plots)(history, metrics, folder)
 
 
-def write_plots(history, metrics, folder):
-    """accuracy.png and loss.png (train vs test per epoch) and confusion.png into ``folder``;
-    a warning instead when matplotlib is missing."""
+def write_plots(history, metrics, folder, val_label="test"):
+    """accuracy.png and loss.png (train vs test per epoch; ``val_label`` names the held-out
+    curve) and confusion.png into ``folder``; a warning instead when matplotlib is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -244,9 +244,10 @@ def write_plots(history, metrics, folder):
     name = metrics["model"]
     if len(history):
         plot.plot_accuracy(history, os.path.join(folder, "accuracy.png"),
-                           title=f"{name} model: accuracy (train vs test)", val_label="test")
+                           title=f"{name} model: accuracy (train vs test)",
+                           val_label=val_label)
         plot.plot_loss(history, os.path.join(folder, "loss.png"),
-                       title=f"{name} model: loss (train vs test)", val_label="test")
+                       title=f"{name} model: loss (train vs test)", val_label=val_label)
     plot.plot_confusion_matrix(metrics["confusion_matrix"], cifar10.CLASSES,
                                os.path.join(folder, "confusion.png"),
                                title=f"{name} model: test confusion matrix")

@@ -1,12 +1,14 @@
 """minimm's readable kernels against its fast ones, one train step of a part, in one process.
 
     python benchmarks/ab.py [--parts full,image,text,mha] [--batch-sizes 32,128]
-                            [--steps 20] [--threads 2]
+                            [--steps 20] [--threads 2] [--chwn-from N]
 
 Both variants are NumPy, so they can share a process (unlike minimm and PyTorch, see
 bench.py): the two steps alternate, A B B A A B …, and each row gives the medians and the
 ratio fast / readable. This is the quick check of a kernel change; bench.py is the
-comparison with PyTorch.
+comparison with PyTorch. ``--chwn-from 0`` puts every batch on the CHWN kernels, which the
+fast switch otherwise leaves to the readable ones below ``nn.fast.MIN_CHWN_BATCH`` images
+(how that threshold was measured).
 """
 import argparse
 import statistics
@@ -23,6 +25,8 @@ def build_parser():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chwn-from", type=int, default=None, metavar="N",
+                    help="nn.fast.MIN_CHWN_BATCH for the fast kernels (default the library's)")
     return ap
 
 
@@ -31,6 +35,8 @@ def main(argv=None):
     worker.cap_threads(args.threads)
     import parts
     from minimm.nn import fast
+    if args.chwn_from is not None:
+        fast.MIN_CHWN_BATCH = args.chwn_from
     print(f"{'part':6s}{'batch':>6s}{'readable ms':>13s}{'fast ms':>10s}{'fast/readable':>15s}")
     for part in args.parts.split(","):
         for B in (int(b) for b in args.batch_sizes.split(",")):

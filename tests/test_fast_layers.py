@@ -12,6 +12,14 @@ from minimm.models import MultiModalModel
 from minimm.nn import fast
 
 
+@pytest.fixture(autouse=True)
+def every_batch_on_chwn(monkeypatch):
+    """The comparisons below use small batches, which the switch would otherwise leave on the
+    readable kernels (MIN_CHWN_BATCH); test_small_batches_stay_on_the_readable_kernels checks
+    that dispatch itself."""
+    monkeypatch.setattr(fast, "MIN_CHWN_BATCH", 0)
+
+
 @pytest.fixture
 def fast_kernels():
     fast.enable_fast_kernels()
@@ -73,7 +81,8 @@ def test_disable_restores_the_readable_kernels():
     before = (F.conv2d, F.lstm, F.batch_norm, nn.MaxPool2d.pool, nn.Sequential.forward,
               nn.MultiHeadAttention.forward)
     fast.enable_fast_kernels()
-    assert F.conv2d is fast_conv.conv2d and nn.Sequential.forward is fast.sequential_forward
+    assert F.conv2d is fast.conv2d and nn.Sequential.forward is fast.sequential_forward
+    assert F.batch_norm is fast.batch_norm and nn.MaxPool2d.pool is fast.max_pool2d
     fast.disable_fast_kernels()
     after = (F.conv2d, F.lstm, F.batch_norm, nn.MaxPool2d.pool, nn.Sequential.forward,
              nn.MultiHeadAttention.forward)
@@ -157,3 +166,42 @@ def test_fast_embedding_gradient_sums_repeated_ids_as_add_at(device):
         mm.gradgradcheck(lambda w: lookup.embedding(ids, w), [w64])
         with pytest.raises(ValueError, match="id 9 is out of range"):
             lookup.embedding(np.array([9]), w64)
+
+
+def test_small_batches_stay_on_the_readable_kernels(monkeypatch, fast_kernels):
+    """Below MIN_CHWN_BATCH images the switched layers record the readable Functions, from it
+    on the CHWN ones; both give the readable numbers, in the forward and the gradients."""
+    from minimm.functional import conv_fast
+    monkeypatch.setattr(fast, "MIN_CHWN_BATCH", 4)
+    rng = np.random.default_rng(5)
+    conv, bn = nn.Conv2d(3, 4, 3, padding=1, rng=rng), nn.BatchNorm2d(4)
+    seq = nn.Sequential(nn.Conv2d(4, 4, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2))
+    pool = nn.MaxPool2d(2)
+    for N, chwn in ((3, False), (4, True)):
+        x = mm.tensor(rng.standard_normal((N, 3, 8, 8)).astype(np.float32),
+                      requires_grad=True)
+        h = conv(x)
+        assert isinstance(h.creator, fast_conv.Conv2dCHWN if chwn else conv_fast.Conv2d), N
+        h2 = bn(h)
+        assert isinstance(h2.creator, fast_bn.BatchNorm2dFast) == chwn, N
+        p = pool(h2)
+        assert isinstance(p.creator, fast_conv.MaxPool2dCHWN if chwn
+                          else conv_fast.MaxPool2dTiled), N
+        y = seq(h2)
+        assert isinstance(y.creator, fast_conv.Conv2dReLUMaxPool) == chwn, N
+        loss = (y * y).sum() + (p * p).sum()
+        loss.backward()
+        got = [x.grad.numpy().copy(), conv.W.grad.numpy().copy(), y.numpy(), p.numpy()]
+        x.grad = None
+        conv.zero_grad()
+        fast.disable_fast_kernels()
+        try:
+            y = seq(bn(conv(x)))
+            p = pool(bn(conv(x)))
+            ((y * y).sum() + (p * p).sum()).backward()
+        finally:
+            fast.enable_fast_kernels()
+        want = [x.grad.numpy(), conv.W.grad.numpy(), y.numpy(), p.numpy()]
+        conv.zero_grad()
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1, np.abs(w).max()))

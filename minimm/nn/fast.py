@@ -3,8 +3,10 @@
 :func:`enable_fast_kernels` routes ``F.conv2d``, ``F.lstm``, ``F.batch_norm``, ``F.embedding``,
 ``nn.MaxPool2d``, ``nn.MultiHeadAttention`` and the Conv2d → ReLU → MaxPool2d triples of
 ``nn.Sequential`` through the fast kernels (same arguments, same numbers up to
-rounding); :func:`disable_fast_kernels` restores the readable ones. (A stop-gap until the
-layers dispatch to the fast kernels themselves.)
+rounding); :func:`disable_fast_kernels` restores the readable ones. The layout-changing
+kernels (convolution, pooling, batch norm) take only batches of at least ``MIN_CHWN_BATCH``
+images; smaller ones stay on the readable kernels, which are faster there. (A stop-gap
+until the layers dispatch to the fast kernels themselves.)
 """
 import contextlib
 
@@ -24,6 +26,39 @@ _READABLE = {"conv2d": F.conv2d, "lstm": F.lstm, "pool": MaxPool2d.pool,
              "batch_norm": F.batch_norm, "embedding": F.embedding,
              "mha": MultiHeadAttention.forward, "sequential": Sequential.forward}
 
+# The CHWN kernels (convolution, the fused Conv-ReLU-MaxPool, max pooling, batch norm) pay
+# for their layout changes only on large enough batches: on the article's image branch they
+# are about 1.6x slower than the readable kernels at batch 32 and 1.3x faster at 128
+# (benchmarks/NOTES.md). A batch smaller than this goes through the readable kernels;
+# 0 sends every batch through the CHWN ones.
+MIN_CHWN_BATCH = 64
+
+
+def _chwn(x):
+    """Whether the CHWN kernels take ``x``: a 4-D batch of at least MIN_CHWN_BATCH images."""
+    shape = x.shape
+    return len(shape) == 4 and shape[0] >= MIN_CHWN_BATCH
+
+
+def conv2d(x, W, b=None, stride=1, padding=0):
+    """``F.conv2d`` while the fast kernels are on: :func:`~minimm.functional.fast.conv.conv2d`
+    (CHWN) for a batch of MIN_CHWN_BATCH or more, else the readable kernel. Same numbers."""
+    fn = fast_conv.conv2d if _chwn(x) else _READABLE["conv2d"]
+    return fn(x, W, b, stride, padding)
+
+
+def max_pool2d(x, kernel_size, stride=None):
+    """``nn.MaxPool2d``'s pooling while the fast kernels are on (CHWN from MIN_CHWN_BATCH)."""
+    fn = fast_conv.max_pool2d if _chwn(x) else _READABLE["pool"]
+    return fn(x, kernel_size, stride)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=True,
+               momentum=0.1, eps=1e-5):
+    """``F.batch_norm`` while the fast kernels are on (CHWN from MIN_CHWN_BATCH images)."""
+    fn = fast_normalization.batch_norm if _chwn(x) else _READABLE["batch_norm"]
+    return fn(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
 
 def sequential_forward(seq, x):
     """:meth:`minimm.nn.Sequential.forward` with each Conv2d → ReLU → MaxPool2d (windows side
@@ -34,7 +69,7 @@ def sequential_forward(seq, x):
     while i < len(mods):
         m = mods[i]
         if (i + 2 < len(mods) and type(m) is Conv2d and type(mods[i + 1]) is ReLU
-                and type(mods[i + 2]) is MaxPool2d):
+                and type(mods[i + 2]) is MaxPool2d and _chwn(x)):
             pool = mods[i + 2]
             kernel = int_pair(pool.kernel_size, "kernel_size", "MaxPool2d", 1)
             if pool.stride is None or int_pair(pool.stride, "stride", "MaxPool2d", 1) == kernel:
@@ -97,11 +132,11 @@ def _restore(state):
 
 
 def enable_fast_kernels():
-    F.conv2d = fast_conv.conv2d
+    F.conv2d = conv2d
     F.lstm = fast_recurrent.lstm
-    F.batch_norm = fast_normalization.batch_norm
+    F.batch_norm = batch_norm
     F.embedding = fast_lookup.embedding
-    MaxPool2d.pool = staticmethod(fast_conv.max_pool2d)
+    MaxPool2d.pool = staticmethod(max_pool2d)
     MultiHeadAttention.forward = multi_head_attention_forward
     Sequential.forward = sequential_forward
 

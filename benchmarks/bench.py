@@ -77,7 +77,18 @@ def _machine():
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "date": datetime.date.today().isoformat(),
-            "load_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            "load_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "blas_env": blas_env()}
+
+
+def blas_env():
+    """The OpenBLAS variables that choose its kernels, where set. OPENBLAS_CORETYPE makes
+    NumPy's BLAS run the kernels of the core it names whatever the CPU is (some machines
+    set it to an older core for old OpenBLAS builds): on the AVX-512 AMD EPYC of
+    benchmarks/NOTES.md, OPENBLAS_CORETYPE=Haswell halves NumPy's float32 matmul rate.
+    PyTorch's own kernels ignore it; the workers inherit it, so the record says it."""
+    return {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+            if k in os.environ}
 
 
 def run_worker(framework, part, weights, data, args, memory=False):
@@ -162,6 +173,10 @@ def main(argv=None):
           f"Python {machine['python']}; {args.threads} threads each; {args.rounds} rounds x "
           f"{args.steps} steps (after {args.warmup} warm-up) per process; load average "
           f"{machine['load_before']}", flush=True)
+    if machine["blas_env"]:
+        print("  note: " + " ".join(f"{k}={v}" for k, v in machine["blas_env"].items())
+              + " is set: NumPy's BLAS runs the kernels it names, not the best for this CPU "
+              "(see blas_env in benchmarks/bench.py)", flush=True)
     runs = {}
     with tempfile.TemporaryDirectory(prefix="minimm-bench-") as tmp:
         files = {}

@@ -125,3 +125,12 @@ def test_every_benchmark_command_in_the_docs_parses():
                     seen += 1
     assert seen >= 1
 
+
+def test_the_machine_record_names_an_openblas_kernel_override(monkeypatch):
+    import bench
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert bench.blas_env() == {"OPENBLAS_CORETYPE": "Haswell"}
+    assert bench._machine()["blas_env"] == {"OPENBLAS_CORETYPE": "Haswell"}
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert bench.blas_env() == {}

@@ -27,10 +27,10 @@ _READABLE = {"conv2d": F.conv2d, "lstm": F.lstm, "pool": MaxPool2d.pool,
              "mha": MultiHeadAttention.forward, "sequential": Sequential.forward}
 
 # The CHWN kernels (convolution, the fused Conv-ReLU-MaxPool, max pooling, batch norm) pay
-# for their layout changes only on large enough batches: on the article's image branch they
-# are about 1.6x slower than the readable kernels at batch 32 and 1.3x faster at 128
-# (benchmarks/NOTES.md). A batch smaller than this goes through the readable kernels;
-# 0 sends every batch through the CHWN ones.
+# for their layout changes only on large enough batches: on the article's image branch
+# benchmarks/ab.py measured them 1.0-1.15x as slow as the readable kernels at 32 and 48
+# images, 1.5-1.85x as fast from 64 on (benchmarks/NOTES.md). A batch smaller than this goes
+# through the readable kernels; 0 sends every batch through the CHWN ones.
 MIN_CHWN_BATCH = 64
 
 

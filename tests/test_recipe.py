@@ -51,17 +51,18 @@ def test_train_writes_the_run_and_evaluate_reads_it(archive, tmp_path, capsys):
     assert F.conv2d is not None and nn.Sequential.forward.__module__ == "minimm.nn.module"
 
 
-def test_resume_is_bit_identical(archive, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [(), ("--whiten",)])
+def test_resume_is_bit_identical(archive, tmp_path, monkeypatch, extra):
     """A 2-epoch run killed after epoch 1 (its checkpoint written) and resumed ends where an
     uninterrupted run ends: order, augmentations and learning rates depend on (seed, epoch,
     batch) and the step number alone."""
     with monkeypatch.context() as m:                   # the "kill": stop after epoch 1
         m.setattr(recipe.OneCycleSchedule, "on_epoch_end",
                   lambda self, epoch, logs, model: epoch == 1, raising=False)
-        assert _train(archive, tmp_path / "a", "--epochs", "2") == 0
+        assert _train(archive, tmp_path / "a", "--epochs", "2", *extra) == 0
     assert mm.load(str(tmp_path / "a" / "model.npz"))["epoch"] == 1
-    assert _train(archive, tmp_path / "a", "--epochs", "2", "--resume") == 0
-    assert _train(archive, tmp_path / "b", "--epochs", "2") == 0
+    assert _train(archive, tmp_path / "a", "--epochs", "2", "--resume", *extra) == 0
+    assert _train(archive, tmp_path / "b", "--epochs", "2", *extra) == 0
     a, b = (mm.load(str(tmp_path / d / "model.npz"))["model"] for d in "ab")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -200,3 +201,25 @@ def test_tta_translate_is_saved_and_evaluate_uses_it(archive, tmp_path, capsys, 
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["tta_translate"] == translate
     assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+
+
+def test_whiten_fits_the_filters_saves_them_and_evaluate_reads_them(archive, tmp_path, capsys):
+    assert _train(archive, tmp_path / "run", "--epochs", "1", "--whiten") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["settings"]["whiten"] is True
+    ckpt = mm.load(str(tmp_path / "run" / "model.npz"))
+    assert ckpt["config"]["whiten"] and np.abs(ckpt["model"]["prep.0.W"]).max() > 0
+    from minimm.data import cifar10
+    from minimm.data.loader import normalize_images
+    from minimm import nn as mnn
+    (x_train, _), _ = cifar10.load_cifar10(archive, download=False)
+    white = mnn.PatchWhitening()
+    white.fit(normalize_images(x_train[:recipe.WHITEN_IMAGES]))   # the filters are the data's
+    np.testing.assert_allclose(ckpt["model"]["prep.0.W"], white.W, rtol=1e-6)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "model.npz"), "--data",
+                 archive, "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+    assert recipe.settings(build_parser().parse_args(
+        ["train", "--model", "resnet9", "--data", "x", "--no-whiten"]))["whiten"] is False

@@ -26,6 +26,8 @@ a piece here):
                    measured without it, on the first ``val_samples`` (2,000) test images,
                    which costs 3 s an epoch instead of 17
     batches        256 images: large matrix products keep the BLAS busy
+    whitening      off; ``--whiten`` replaces the first convolution by fixed patch-whitening
+                   filters and a 1×1 convolution (:class:`minimm.nn.PatchWhitening`)
 
 A recipe is a dict of these settings (``RECIPES``); ``--epochs``, ``--batch-size`` and
 ``--lr`` replace the recipe's epochs, batch size and *peak* learning rate when they are
@@ -58,9 +60,11 @@ MODEL = "resnet9"
 RECIPES = {
     "fast": {"widths": (32, 64, 128, 256), "epochs": 13, "batch_size": 256, "max_lr": 0.3,
              "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.2, "pct_start": 0.25,
-             "crop_padding": 4, "tta": True, "tta_translate": True, "val_samples": 2000},
+             "crop_padding": 4, "tta": True, "tta_translate": True, "val_samples": 2000,
+             "whiten": False},
 }
 CLI_DEFAULTS = {"epochs": None, "batch_size": 32, "lr": 1e-3}   # the train command's defaults
+WHITEN_IMAGES = 5000     # the training images whose patches fit --whiten's filters
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -198,6 +202,10 @@ def add_arguments(parser):
                    help="test-time augmentation with one-pixel translations besides the flip "
                         "(six views instead of two: TranslateTTAObjective; the recipe's "
                         "default); --no-tta-translate: the flip alone")
+    g.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
+                   help="ResNet9's whitened prep block: fixed 3x3 patch-whitening filters "
+                        f"fitted to the first {WHITEN_IMAGES} training images, then a 1x1 "
+                        "convolution (default the recipe's: off)")
     g.add_argument("--val-samples", type=non_negative_int, default=None, metavar="N",
                    help="test images evaluated after every epoch for the curve (default the "
                         "recipe's, 2000; 0: all); the final test accuracy uses them all")
@@ -227,6 +235,8 @@ def settings(args):
         raise UsageError(f"--widths needs four channel counts (prep, layer1, layer2, layer3), "
                          f"got {list(s['widths'])}")
     s["tta"] = s["tta"] and not args.no_tta
+    if args.whiten is not None:
+        s["whiten"] = args.whiten
     if args.tta_translate is not None:
         s["tta_translate"] = args.tta_translate
     s["tta_translate"] = s["tta"] and s["tta_translate"]
@@ -250,7 +260,7 @@ def _train(args, say):
     s = settings(args)
     limit_train = args.limit_train or (2000 if args.quick else None)
     limit_test = args.limit_test or (500 if args.quick else None)
-    model = ResNet9(10, s["widths"], rng=np.random.default_rng(args.seed))
+    model = ResNet9(10, s["widths"], rng=np.random.default_rng(args.seed), whiten=s["whiten"])
     optimizer = optim.SGD(model.parameters(), lr=s["max_lr"], momentum=s["momentum"],
                           weight_decay=s["weight_decay"], nesterov=True)
     loss_fn = SmoothedObjective(s["label_smoothing"])
@@ -260,6 +270,8 @@ def _train(args, say):
     (x_train, y_train), (x_test, y_test) = load_data(args)
     x_train, y_train = x_train[:limit_train], y_train[:limit_train]
     x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    if s["whiten"]:   # a function of the training images alone, so a resumed run fits the same
+        model.prep[0].fit(normalize_images(x_train[:WHITEN_IMAGES]))
     train_set = Loader({"images": x_train, "labels": y_train.astype(np.int64)},
                        s["batch_size"], shuffle=True, seed=args.seed,
                        transform=augmentation(s["crop_padding"]))

@@ -13,8 +13,16 @@ so that a from-scratch run fits in an hour on two CPU cores):
 with Residual(w): x ↦ x + f(f(x)), f = ReLU ∘ BN ∘ Conv3×3(w → w). Every convolution has
 padding 1 and no bias (the BatchNorm after it has one). The logits are scaled by 1/8 as
 in the record runs (a smaller initial logit scale suits label smoothing).
+
+With ``whiten=True`` the prep block is instead the records' whitened input,
+
+    prep    PatchWhitening(3×3: 3 → 27, fixed) Conv1×1(27 → w₀) BN ReLU             32×32
+
+whose fixed filters are fitted to the training images (``model.prep[0].fit(images)``,
+:class:`minimm.nn.PatchWhitening`) before training.
 """
 from .. import nn
+from ..nn.whitening import PatchWhitening
 
 
 class ConvBN(nn.Sequential):
@@ -39,13 +47,22 @@ class Residual(nn.Module):
 class ResNet9(nn.Module):
     """The recipe's network (module docstring): images (B, 3, 32, 32) -> logits (B, classes).
 
-    ``widths``: (w₀, w₁, w₂, w₃), channels of prep, layer1, layer2, layer3."""
+    ``widths``: (w₀, w₁, w₂, w₃), channels of prep, layer1, layer2, layer3; ``whiten``: the
+    whitened prep block (module docstring), whose ``prep[0]`` must be fitted before use."""
 
-    def __init__(self, num_classes=10, widths=(32, 64, 128, 256), scale=0.125, rng=None):
+    def __init__(self, num_classes=10, widths=(32, 64, 128, 256), scale=0.125, rng=None,
+                 whiten=False):
         super().__init__()
         w0, w1, w2, w3 = (int(w) for w in widths)
         self.widths, self.num_classes, self.scale = (w0, w1, w2, w3), int(num_classes), float(scale)
-        self.prep = ConvBN(3, w0, rng)
+        self.whiten = bool(whiten)
+        if self.whiten:
+            white = PatchWhitening(3, 3)
+            self.prep = nn.Sequential(white, nn.Conv2d(white.out_channels, w0, 1, bias=False,
+                                                       rng=rng),
+                                      nn.BatchNorm2d(w0), nn.ReLU())
+        else:
+            self.prep = ConvBN(3, w0, rng)
         self.layer1 = nn.Sequential(ConvBN(w0, w1, rng), nn.MaxPool2d(2), Residual(w1, rng))
         self.layer2 = nn.Sequential(ConvBN(w1, w2, rng), nn.MaxPool2d(2))
         self.layer3 = nn.Sequential(ConvBN(w2, w3, rng), nn.MaxPool2d(2), Residual(w3, rng))
@@ -63,16 +80,17 @@ class ResNet9(nn.Module):
     def config(self):
         """The constructor's arguments as numbers and a string (saved with a checkpoint)."""
         return {"num_classes": self.num_classes, "widths": ",".join(map(str, self.widths)),
-                "scale": self.scale}
+                "scale": self.scale, "whiten": self.whiten}
 
     @classmethod
     def from_config(cls, config, rng=None):
         return cls(int(config["num_classes"]), tuple(int(w) for w in str(config["widths"])
                                                      .split(",")),
-                   float(config.get("scale", 0.125)), rng=rng)
+                   float(config.get("scale", 0.125)), rng=rng,
+                   whiten=bool(config.get("whiten", False)))
 
     def extra_repr(self):
-        return f"widths={self.widths}, scale={self.scale}"
+        return f"widths={self.widths}, scale={self.scale}, whiten={self.whiten}"
 
 
 def forward_flops(widths=(32, 64, 128, 256), num_classes=10):

@@ -11,3 +11,4 @@ from .layers import (GELU, BatchNorm2d, Dropout, Embedding, LayerNorm, Linear, R
                      Sigmoid, Tanh)
 from .recurrent import LSTM
 from .decoder import CausalSelfAttention, DecoderBlock, KVCache, prefix_causal_mask
+from .whitening import PatchWhitening

@@ -30,6 +30,8 @@ def test_resnet9_flops_count_the_convolutions():
     assert forward_flops(w) == (conv(32, 3, 32) + conv(32, 32, 64) + 2 * conv(16, 64, 64)
                                 + conv(16, 64, 128) + conv(8, 128, 256) + 2 * conv(4, 256, 256)
                                 + 2 * 256 * 10)
+    whitened = forward_flops(w, whiten=True) - forward_flops(w)
+    assert whitened == 2 * 1024 * (3 * 27 * 9 + 27 * 32) - conv(32, 3, 32)
 
 
 def test_resnet9_on_fast_kernels_matches_the_readable_kernels(device, monkeypatch):

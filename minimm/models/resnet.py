@@ -93,11 +93,12 @@ class ResNet9(nn.Module):
         return f"widths={self.widths}, scale={self.scale}, whiten={self.whiten}"
 
 
-def forward_flops(widths=(32, 64, 128, 256), num_classes=10):
+def forward_flops(widths=(32, 64, 128, 256), num_classes=10, whiten=False):
     """Multiply-adds × 2 of one image's forward pass (convolutions and the linear head)."""
     w0, w1, w2, w3 = widths
     conv = lambda hw, c_in, c_out: 2 * hw * hw * c_in * c_out * 9  # noqa: E731
-    return (conv(32, 3, w0) + conv(32, w0, w1) + 2 * conv(16, w1, w1) + conv(16, w1, w2)
+    prep = conv(32, 3, 27) + 2 * 32 * 32 * 27 * w0 if whiten else conv(32, 3, w0)
+    return (prep + conv(32, w0, w1) + 2 * conv(16, w1, w1) + conv(16, w1, w2)
             + conv(8, w2, w3) + 2 * conv(4, w3, w3) + 2 * w3 * num_classes)
 
 

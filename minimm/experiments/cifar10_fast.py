@@ -26,8 +26,9 @@ a piece here):
                    measured without it, on the first ``val_samples`` (2,000) test images,
                    which costs 3 s an epoch instead of 17
     batches        256 images: large matrix products keep the BLAS busy
-    whitening      off; ``--whiten`` replaces the first convolution by fixed patch-whitening
-                   filters and a 1×1 convolution (:class:`minimm.nn.PatchWhitening`)
+    whitening      the first 3×3 convolution replaced by fixed patch-whitening filters,
+                   fitted to the first 5,000 training images, and a 1×1 convolution
+                   (:class:`minimm.nn.PatchWhitening`; ``--no-whiten`` keeps the convolution)
 
 A recipe is a dict of these settings (``RECIPES``); ``--epochs``, ``--batch-size`` and
 ``--lr`` replace the recipe's epochs, batch size and *peak* learning rate when they are
@@ -61,7 +62,7 @@ RECIPES = {
     "fast": {"widths": (32, 64, 128, 256), "epochs": 13, "batch_size": 256, "max_lr": 0.3,
              "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.2, "pct_start": 0.25,
              "crop_padding": 4, "tta": True, "tta_translate": True, "val_samples": 2000,
-             "whiten": False},
+             "whiten": True},
 }
 CLI_DEFAULTS = {"epochs": None, "batch_size": 32, "lr": 1e-3}   # the train command's defaults
 WHITEN_IMAGES = 5000     # the training images whose patches fit --whiten's filters
@@ -205,7 +206,7 @@ def add_arguments(parser):
     g.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
                    help="ResNet9's whitened prep block: fixed 3x3 patch-whitening filters "
                         f"fitted to the first {WHITEN_IMAGES} training images, then a 1x1 "
-                        "convolution (default the recipe's: off)")
+                        "convolution (the recipe's default; --no-whiten: a 3x3 convolution)")
     g.add_argument("--val-samples", type=non_negative_int, default=None, metavar="N",
                    help="test images evaluated after every epoch for the curve (default the "
                         "recipe's, 2000; 0: all); the final test accuracy uses them all")

@@ -34,8 +34,8 @@ A recipe is a dict of these settings (``RECIPES``); ``--epochs``, ``--batch-size
 ``--lr`` replace the recipe's epochs, batch size and *peak* learning rate when they are
 given with values other than the train command's defaults (None, 32 and 1e-3, which here mean
 "the recipe's"). The run writes what every train run writes (model.npz, history.json,
-metrics.json with ``test_accuracy`` after flip TTA and ``test_accuracy_plain`` without,
-accuracy.png, loss.png, confusion.png) into --out.
+metrics.json with ``test_accuracy`` after the test-time augmentation and
+``test_accuracy_plain`` without, accuracy.png, loss.png, confusion.png) into --out.
 """
 import argparse
 import os

@@ -18,20 +18,16 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
+from ..functional.conv_fast import im2col_array
 from .module import Module
 
 
 def patch_matrix(images, k):
     """The k×k patches of ``images`` (N, C, H, W) as rows (N·(H−k+1)·(W−k+1), C·k·k),
-    entries ordered (c, a, b) like a convolution weight's (C, k, k): k·k strided slice copies,
-    no loop over images or pixels."""
-    N, C, H, W = images.shape
-    OH, OW = H - k + 1, W - k + 1
-    cols = np.empty((N, OH, OW, C, k, k), dtype=images.dtype)
-    for a in range(k):
-        for b in range(k):
-            cols[..., a, b] = images[:, :, a:a + OH, b:b + OW].transpose(0, 2, 3, 1)
-    return cols.reshape(N * OH * OW, C * k * k)
+    entries ordered (c, a, b) like a convolution weight's (C, k, k): the convolution's own
+    im2col columns (layout (N, C·k·k, OH·OW)), one row per output pixel."""
+    col = im2col_array(images, (k, k), (1, 1), (0, 0), "nkp")
+    return col.transpose(0, 2, 1).reshape(-1, col.shape[1])
 
 
 class PatchWhitening(Module):
@@ -82,7 +78,7 @@ class PatchWhitening(Module):
         return lam
 
     def forward(self, x):
-        xp = backend.get_array_module(x.data if isinstance(x, Tensor) else x)
+        xp = backend.get_array_module(backend.unwrap(x))
         W = Tensor(xp.asarray(self.W, dtype=x.dtype))
         return F.conv2d(x, W, None, 1, self.kernel_size // 2)
 

@@ -223,3 +223,17 @@ def test_whiten_fits_the_filters_saves_them_and_evaluate_reads_them(archive, tmp
     assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
     assert recipe.settings(build_parser().parse_args(
         ["train", "--model", "resnet9", "--data", "x", "--no-whiten"]))["whiten"] is False
+
+
+def test_the_recipe_commands_in_the_benchmark_notes_parse():
+    """benchmarks/NOTES.md prints the commands of its recipe measurements on their own lines
+    (the README's are checked by test_commands); each must parse."""
+    import shlex
+    notes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "benchmarks", "NOTES.md")
+    with open(notes, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.startswith("python -m minimm train")]
+    assert len(lines) >= 2
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[3:])
+        assert args.model == "resnet9" and recipe.settings(args)["whiten"] == ("--whiten" in line)
